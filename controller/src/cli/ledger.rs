@@ -1,0 +1,10 @@
+//! `communalia ledger`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`communalia ledger` is not built yet")
+}

@@ -1,0 +1,10 @@
+//! `communalia plan`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`communalia plan` is not built yet")
+}

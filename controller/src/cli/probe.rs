@@ -1,0 +1,10 @@
+//! `communalia probe`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`communalia probe` is not built yet")
+}

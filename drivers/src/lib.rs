@@ -1,0 +1,1 @@
+//! Communalia drivers (work in progress).

@@ -1,0 +1,1 @@
+//! Hardware-in-the-loop scenario harness (scenarios arrive with the controller).

@@ -1,0 +1,1 @@
+//! Communalia ledger (work in progress).

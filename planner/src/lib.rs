@@ -1,0 +1,1 @@
+//! Communalia planner (work in progress).
