@@ -4,6 +4,7 @@
 //! the process exit code. Errors are printed once, with their context chain, by `main`.
 
 mod cli;
+mod config_files;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,54 @@
+//! Reads a site file and the assembly file it names from disk, for the config crate to validate.
+
+use std::path::{Path, PathBuf};
+
+use communalia_config::{Config, Diagnostics};
+
+/// Why the configuration cannot be used.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The site file itself could not be read.
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// One or more located mistakes in the files.
+    Invalid(Diagnostics),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            LoadError::Invalid(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The assembly file's path: relative names are taken from the site file's folder.
+pub fn resolve(site_path: &Path, name: &str) -> PathBuf {
+    let named = Path::new(name);
+    if named.is_absolute() {
+        named.to_path_buf()
+    } else {
+        site_path.parent().unwrap_or(Path::new("")).join(named)
+    }
+}
+
+/// Loads and validates a site file and its assembly file.
+pub fn load(site_path: &Path) -> Result<Config, LoadError> {
+    let bytes = std::fs::read(site_path).map_err(|error| LoadError::Io {
+        path: site_path.to_path_buf(),
+        error,
+    })?;
+    let shown = site_path.display().to_string();
+    communalia_config::load(&shown, bytes, |name: &str| {
+        let path = resolve(site_path, name);
+        std::fs::read(&path)
+            .map(|b| (path.display().to_string(), b))
+            .map_err(|e| format!("{} ({e})", path.display()))
+    })
+    .map_err(LoadError::Invalid)
+}

@@ -1,0 +1,87 @@
+//! `communalia check` as a user runs it: exit codes, the summary, located errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn communalia(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_communalia"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/examples")
+        .join(name)
+        .join("site.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_passes_on_both_examples_with_a_one_line_summary() {
+    let (code, out, err) = communalia(&["check", "--config", &example("village")]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.starts_with("ok: site \"kalinzu\" (Kalinzu village microgrid): 3 devices, 16 loads (15 controlled, 1 measured only), 6 tiers; decision of 2026-10-03"), "{out}");
+    let (code, out, _) = communalia(&["check", "--config", &example("minimal")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 device, 1 load"), "{out}");
+}
+
+#[test]
+fn check_prints_every_located_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/village");
+    let site = std::fs::read_to_string(village.join("site.toml")).unwrap();
+    let assembly = std::fs::read_to_string(village.join("assembly.toml")).unwrap();
+    let site = site
+        .replacen("nominal_watts = 1200", "nominal_watts = -1200", 1)
+        .replacen("interval_secs = 2", "interval_sec = 2", 1);
+    let assembly = assembly.replacen("\"home_faraji\"]", "\"home_farji\"]", 1);
+    std::fs::write(dir.path().join("site.toml"), site).unwrap();
+    std::fs::write(dir.path().join("assembly.toml"), assembly).unwrap();
+    let path = dir.path().join("site.toml").display().to_string();
+    let (code, out, err) = communalia(&["check", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[0].ends_with("assembly.toml:33:95: tiers[4].loads[7]: unknown load \"home_farji\"; did you mean \"home_faraji\"?"), "{err}");
+    assert!(lines[1].ends_with("site.toml:9:1: site.interval_sec: unknown key `interval_sec`; did you mean `interval_secs`?"), "{err}");
+    assert!(lines[2].ends_with("site.toml:100:17: loads[3].nominal_watts: must be a positive number of watts, not -1200"), "{err}");
+    assert!(
+        lines[3].contains("site.toml:162:6: loads[12].id: ")
+            && lines[3].contains("load \"home_faraji\" has no tier"),
+        "{err}"
+    );
+    assert_eq!(lines[4], "4 errors found; nothing was changed");
+}
+
+#[test]
+fn check_of_a_missing_file_says_which_and_exits_1() {
+    let (code, _, err) = communalia(&["check", "--config", "/nonexistent/site.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /nonexistent/site.toml"), "{err}");
+}
+
+#[test]
+fn check_of_binary_garbage_exits_1_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.toml");
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x12, b'[', b'\n']).unwrap();
+    let (code, _, err) = communalia(&["check", "--config", &path.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("site.toml:1:1: the file is not valid UTF-8 text"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
