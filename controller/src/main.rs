@@ -3,8 +3,7 @@
 //! Each subcommand lives in its own module under `cli/` with its `Args` and a `run` that returns
 //! the process exit code. Errors are printed once, with their context chain, by `main`.
 
-mod cli;
-mod config_files;
+use communalia::cli;
 
 use std::process::ExitCode;
 

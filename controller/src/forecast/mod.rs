@@ -1,0 +1,3 @@
+//! Local forecasts: no cloud service, only the site's coordinates, its arrays and its own history.
+
+pub mod solar;
