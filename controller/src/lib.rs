@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod config_files;
 pub mod forecast;
+pub mod state;
