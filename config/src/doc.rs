@@ -213,37 +213,65 @@ impl<'a> Doc<'a> {
 
     /// Deserializes the value at `path` into `T`, reporting unknown keys and type errors.
     /// `None` when absent or wrong; the reason is then among the diagnostics.
+    ///
+    /// A value of the wrong type under an optional key does not hide the rest of the entry: the key
+    /// is reported, set aside, and the entry read again, so its other mistakes are found too. The
+    /// entry still counts as wrong (the diagnostic is there), so nothing built from it is used.
     pub(crate) fn read<T: DeserializeOwned>(&mut self, path: &KeyPath) -> Option<T> {
-        let value = self.get(path)?.clone();
-        let value_start = value.span().start;
-        let de = toml::de::ValueDeserializer::from(value);
-        let mut track = serde_path_to_error::Track::new();
-        let mut ignored = Vec::new();
-        let result: Result<T, _> = serde_ignored::deserialize(
-            serde_path_to_error::Deserializer::new(de, &mut track),
-            |p: serde_ignored::Path<'_>| ignored.push(segments(&p)),
-        );
+        let mut value = self.get(path)?.clone();
         let known = crate::schema::fields_of::<T>();
-        for segs in ignored {
-            let mut p = path.clone();
-            p.0.extend(segs);
-            let key = match p.0.last() {
-                Some(Seg::Key(k)) => k.clone(),
-                _ => String::new(),
-            };
-            self.error_at(&p, At::Key, unknown_key_message(&key, known));
-        }
-        match result {
-            Ok(v) => Some(v),
-            Err(err) => {
-                let inner_path = tracked_path(&track.path());
-                let mut p = path.clone();
-                p.0.extend(inner_path);
-                let offset = err.span().map_or(value_start, |s| s.start);
-                self.push(offset, p.to_string(), tidy(err.message()));
-                None
+        let mut set_aside: Vec<String> = Vec::new();
+        // Each round removes one key, so this ends; the bound is a second guard.
+        for _ in 0..=known.len() {
+            let value_start = value.span().start;
+            let de = toml::de::ValueDeserializer::from(value.clone());
+            let mut track = serde_path_to_error::Track::new();
+            let mut ignored = Vec::new();
+            let result: Result<T, _> = serde_ignored::deserialize(
+                serde_path_to_error::Deserializer::new(de, &mut track),
+                |p: serde_ignored::Path<'_>| ignored.push(segments(&p)),
+            );
+            if set_aside.is_empty() {
+                for segs in ignored {
+                    let mut p = path.clone();
+                    p.0.extend(segs);
+                    let key = match p.0.last() {
+                        Some(Seg::Key(k)) => k.clone(),
+                        _ => String::new(),
+                    };
+                    self.error_at(&p, At::Key, unknown_key_message(&key, known));
+                }
             }
+            let err = match result {
+                Ok(v) => return Some(v),
+                Err(err) => err,
+            };
+            let inner_path = tracked_path(&track.path());
+            let message = err.message().to_owned();
+            // A required key we set aside ourselves: its own error is already reported.
+            if set_aside
+                .iter()
+                .any(|k| message == format!("missing field `{k}`"))
+            {
+                return None;
+            }
+            let mut p = path.clone();
+            p.0.extend(inner_path.iter().cloned());
+            let offset = err.span().map_or(value_start, |s| s.start);
+            self.push(offset, p.to_string(), tidy(&message));
+            let Some(Seg::Key(first)) = inner_path.first() else {
+                return None;
+            };
+            let removed = match value.get_mut() {
+                DeValue::Table(t) => t.remove(first.as_str()).is_some(),
+                _ => false,
+            };
+            if !removed {
+                return None;
+            }
+            set_aside.push(first.clone());
         }
+        None
     }
 
     /// How many entries the array at `path` has; reports a value that is not an array.

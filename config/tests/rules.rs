@@ -555,3 +555,37 @@ fn a_reloaded_assembly_file_is_checked_against_the_running_site() {
         ]
     );
 }
+
+#[test]
+fn a_wrong_type_under_an_optional_key_does_not_hide_the_entrys_other_mistakes() {
+    let site = site_with(
+        "nominal_watts = 20\n",
+        "nominal_watts = 20\nflexible = \"yes\"\ndaily_energy_wh = 500\ndeadline = \"25:00\"\n",
+    );
+    assert_eq!(
+        errors(&site, ASSEMBLY),
+        vec![
+            "site.toml:33:12: loads[2].flexible: invalid type: string \"yes\", expected true or false",
+            "site.toml:35:12: loads[2].deadline: \"25:00\" is not a time of day; write it as HH:MM, from 00:00 to 24:00",
+        ]
+    );
+    let site = site_with(
+        "role = \"battery\"",
+        "role = \"battery\"\nunit_id = 300\ntimeout_ms = \"fast\"",
+    )
+    .replacen("address = \"127.0.0.1:5021\"", "address = \"127.0.0.1\"", 1);
+    let errs = errors(&site, ASSEMBLY);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("site.toml:18:11: devices[1].address:"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("site.toml:20:11: devices[1].unit_id: invalid value"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("site.toml:21:14: devices[1].timeout_ms: invalid type"),
+        "{errs:#?}"
+    );
+}
