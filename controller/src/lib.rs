@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod config_files;
 pub mod forecast;
+pub mod records;
 pub mod state;

@@ -1,0 +1,4 @@
+//! Records: the names of every series the controller writes, and their renderings for
+//! Prometheus (`/metrics`) and InfluxDB (line protocol).
+
+pub mod schema;
