@@ -1,0 +1,140 @@
+//! Test harness: a real mosquitto broker for MQTT tests, from `COMMUNALIA_MQTT_URL` when set,
+//! otherwise started on a free loopback port and killed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::mqtt::MqttConfig;
+
+/// The mosquitto binary used when no broker URL is given.
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A broker for tests.
+#[derive(Debug)]
+pub struct Mosquitto {
+    host: String,
+    port: u16,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Mosquitto {
+    /// Uses `COMMUNALIA_MQTT_URL` if set, otherwise starts mosquitto on a free port and waits
+    /// until it accepts connections.
+    pub fn start() -> std::io::Result<Self> {
+        if let Ok(url) = std::env::var("COMMUNALIA_MQTT_URL") {
+            let cfg = MqttConfig::from_url(&url, "probe").map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
+            let m = Self {
+                host: cfg.host,
+                port: cfg.port,
+                child: None,
+                dir: None,
+            };
+            m.wait_ready(Duration::from_secs(10))?;
+            return Ok(m);
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut m = Self {
+            host: "127.0.0.1".into(),
+            port,
+            child: None,
+            dir: Some(tempfile::tempdir()?),
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("external broker cannot be restarted"))?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\n",
+                self.port
+            ),
+        )?;
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    /// Waits until the broker accepts a TCP connection.
+    pub fn wait_ready(&self, timeout: Duration) -> std::io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match TcpStream::connect((self.host.as_str(), self.port)) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Broker host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Broker port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://host:port`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+
+    /// A client configuration with a unique client id built from `name`.
+    pub fn config(&self, name: &str) -> MqttConfig {
+        MqttConfig::new(self.host.clone(), self.port, unique(name))
+    }
+
+    /// Whether this harness owns the broker process (and can stop and restart it).
+    pub fn owns_broker(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Kills the broker (only when this harness started it).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A name unique to this process and call, so tests sharing one broker do not collide.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{name}-{}-{n}-{nanos:x}", std::process::id())
+}

@@ -1,0 +1,254 @@
+//! Tasmota and Shelly plug drivers against their simulators through a real mosquitto.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use communalia_drivers::mqtt::MqttBus;
+use communalia_drivers::plug::{MqttPlug, PlugKind, PlugOptions};
+use communalia_drivers::shelly::ShellyTopics;
+use communalia_drivers::shelly::sim::ShellyPlug;
+use communalia_drivers::tasmota::sim::TasmotaPlug;
+use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
+use communalia_drivers::testkit::{Mosquitto, unique};
+use communalia_drivers::{DriverError, Watts};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn fast() -> PlugOptions {
+    PlugOptions {
+        confirm_timeout: Duration::from_millis(500),
+        attempts: 3,
+        backoff: Duration::from_millis(100),
+        stale_after: Duration::from_secs(5),
+    }
+}
+
+async fn bus(broker: &Mosquitto) -> MqttBus {
+    let bus = MqttBus::start(&broker.config("controller"));
+    bus.wait_connected(WAIT).await.unwrap();
+    bus
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tasmota(topic: &str) -> PlugKind {
+    PlugKind::Tasmota(TasmotaTopics::new(topic), SensorKeys::default())
+}
+
+#[tokio::test]
+async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
+    let broker = Mosquitto::start().unwrap();
+    let topic = unique("tas");
+    let sim = TasmotaPlug::new(
+        TasmotaTopics::new(&topic),
+        150.0,
+        Duration::from_millis(200),
+    )
+    .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    eventually("online", || plug.status().online == Some(true)).await;
+    plug.switch_confirmed(true).await.unwrap();
+    assert!(sim.with(|d| d.on));
+    assert_eq!(plug.status().on, Some(true));
+    eventually("power telemetry", || {
+        plug.power().ok() == Some(Watts(150.0))
+    })
+    .await;
+    plug.switch_confirmed(false).await.unwrap();
+    assert!(!sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
+    let broker = Mosquitto::start().unwrap();
+    let topic = unique("tas");
+    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    sim.set_faults(|f| f.mute = true);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    let err = plug.switch_confirmed(true).await.unwrap_err();
+    assert_eq!(err, DriverError::NotConfirmed { attempts: 3 });
+    assert!(!sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn a_tasmota_that_drops_off_is_seen_offline_through_its_last_will_and_back_online() {
+    let broker = Mosquitto::start().unwrap();
+    let topic = unique("tas");
+    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    eventually("online", || plug.status().online == Some(true)).await;
+    sim.set_faults(|f| f.offline = true);
+    eventually("offline", || plug.status().online == Some(false)).await;
+    assert_eq!(plug.switch_confirmed(true).await, Err(DriverError::Offline));
+    assert_eq!(plug.power(), Err(DriverError::Offline));
+    sim.set_faults(|f| f.offline = false);
+    eventually("online again", || plug.status().online == Some(true)).await;
+    plug.switch_confirmed(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
+    let broker = Mosquitto::start().unwrap();
+    let topic = unique("fridge");
+    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 80.0, Duration::from_secs(60))
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    plug.set_fail_safe(true).await.unwrap();
+    assert_eq!(sim.with(|d| d.power_on_state), 1);
+    assert_eq!(plug.status().fail_safe.as_deref(), Some("PowerOnState 1"));
+    sim.with(|d| {
+        d.on = false;
+        d.power_cycle();
+    });
+    assert!(sim.with(|d| d.on));
+    plug.set_fail_safe(false).await.unwrap();
+    assert_eq!(sim.with(|d| d.power_on_state), 0);
+}
+
+#[tokio::test]
+async fn garbled_tasmota_payloads_are_counted_and_never_read_as_zero_watts() {
+    let broker = Mosquitto::start().unwrap();
+    let topic = unique("tas");
+    let sim = TasmotaPlug::new(
+        TasmotaTopics::new(&topic),
+        150.0,
+        Duration::from_millis(100),
+    )
+    .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    plug.switch_confirmed(true).await.unwrap();
+    eventually("power", || plug.power().is_ok()).await;
+    sim.set_faults(|f| f.garbled = true);
+    eventually("malformed counted", || plug.status().malformed >= 2).await;
+    assert!(
+        plug.power().is_err(),
+        "a garbled reading must not stand as a number"
+    );
+    sim.set_faults(|f| f.garbled = false);
+    eventually("power again", || plug.power().ok() == Some(Watts(150.0))).await;
+}
+
+#[tokio::test]
+async fn a_custom_full_topic_and_relay_reach_the_device() {
+    let broker = Mosquitto::start().unwrap();
+    let name = unique("multi");
+    let topics = TasmotaTopics::new(&name)
+        .full_topic("site/%topic%/%prefix%/")
+        .relay(2);
+    let sim = TasmotaPlug::new(topics.clone(), 10.0, Duration::from_secs(60))
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(
+        &bus,
+        PlugKind::Tasmota(topics, SensorKeys::default()),
+        fast(),
+    )
+    .await
+    .unwrap();
+    plug.switch_confirmed(true).await.unwrap();
+    assert!(sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
+    let broker = Mosquitto::start().unwrap();
+    let prefix = unique("shellyplusplugs");
+    let sim =
+        ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200)).start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
+        .await
+        .unwrap();
+    plug.switch_confirmed(true).await.unwrap();
+    assert!(sim.with(|d| d.on));
+    eventually("power", || plug.power().ok() == Some(Watts(60.0))).await;
+    plug.set_fail_safe(true).await.unwrap();
+    assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
+    sim.with(|d| {
+        d.on = false;
+        d.power_cycle();
+    });
+    assert!(sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn a_shelly_that_drops_off_is_seen_offline() {
+    let broker = Mosquitto::start().unwrap();
+    let prefix = unique("shelly");
+    let sim = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
+        .await
+        .unwrap();
+    eventually("online", || plug.status().online == Some(true)).await;
+    sim.set_faults(|f| f.offline = true);
+    eventually("offline", || plug.status().online == Some(false)).await;
+    assert_eq!(
+        plug.switch_confirmed(false).await,
+        Err(DriverError::Offline)
+    );
+}
+
+#[tokio::test]
+async fn plugs_work_again_after_the_broker_restarts() {
+    let mut broker = Mosquitto::start().unwrap();
+    if !broker.owns_broker() {
+        return; // An external broker cannot be restarted by the test.
+    }
+    let topic = unique("tas");
+    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
+        .await
+        .unwrap();
+    plug.switch_confirmed(true).await.unwrap();
+    broker.restart().unwrap();
+    eventually("bus reconnected", || !bus.is_connected()).await;
+    bus.wait_connected(Duration::from_secs(15)).await.unwrap();
+    assert!(sim.wait_connected(Duration::from_secs(15)).await);
+    let mut ok = false;
+    for _ in 0..10 {
+        if plug.switch_confirmed(false).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "switching must work again after the broker restart");
+    assert!(!sim.with(|d| d.on));
+}
