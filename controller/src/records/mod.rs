@@ -1,4 +1,5 @@
 //! Records: the names of every series the controller writes, and their renderings for
 //! Prometheus (`/metrics`) and InfluxDB (line protocol).
 
+pub mod buffer;
 pub mod schema;
