@@ -4,6 +4,9 @@
 pub mod broker;
 pub mod cli;
 pub mod config_files;
+pub mod control;
+pub mod demo;
 pub mod forecast;
+pub mod http;
 pub mod records;
 pub mod state;

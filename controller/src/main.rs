@@ -19,6 +19,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything in one process: a simulated village, an embedded MQTT broker, the controller
+    /// and the web page.
+    Demo(cli::demo::Args),
+    /// Run the controller for a real site.
+    Run(cli::run::Args),
     /// Validate a site file and its assembly file; print every error, located.
     Check(cli::check::Args),
     /// One allocation without devices: who would get power at a given availability, and why.
@@ -34,6 +39,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Probe(args) => cli::probe::run(args),

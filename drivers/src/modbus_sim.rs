@@ -117,6 +117,26 @@ impl<D: SimDevice> tokio_modbus::server::Service for SimService<D> {
     }
 }
 
+/// Access to a running simulator's device from elsewhere; see [`ModbusSim::device_handle`].
+pub struct DeviceHandle<D: SimDevice> {
+    shared: Arc<Mutex<Shared<D>>>,
+}
+
+impl<D: SimDevice> Clone for DeviceHandle<D> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<D: SimDevice> DeviceHandle<D> {
+    /// Runs `f` on the simulated device.
+    pub fn with_device<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
+        f(&mut lock(&self.shared).device)
+    }
+}
+
 /// A running simulator: a real TCP listener speaking Modbus TCP.
 pub struct ModbusSim<D: SimDevice> {
     shared: Arc<Mutex<Shared<D>>>,
@@ -197,6 +217,14 @@ impl<D: SimDevice> ModbusSim<D> {
     /// Runs `f` on the simulated device.
     pub fn with_device<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
         f(&mut lock(&self.shared).device)
+    }
+
+    /// A cheap handle to the simulated device, for a task that drives it (e.g. a physics loop)
+    /// while the simulator itself stays with its owner.
+    pub fn device_handle(&self) -> DeviceHandle<D> {
+        DeviceHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Goes offline: closes the listener and every connection (clients see resets and refusals).

@@ -293,6 +293,8 @@ pub struct SunSpecSim {
     /// Deadline after which the written control reverts, per control model.
     revert_at: Option<Instant>,
     sentinels: bool,
+    /// Simulated seconds per real second (energy and SoC integrate faster in an accelerated demo).
+    speed: f64,
 }
 
 fn common(image: &mut SunSpecImage, model: &str, serial: &str) {
@@ -510,12 +512,20 @@ impl SunSpecSim {
             last: None,
             revert_at: None,
             sentinels: false,
+            speed: 1.0,
         }
     }
 
     /// The register image (to inspect or edit).
     pub fn image(&mut self) -> &mut SunSpecImage {
         &mut self.image
+    }
+
+    /// Runs simulated time `speed` times faster than the wall clock (1 by default).
+    pub fn set_speed(&mut self, speed: f64) {
+        if speed.is_finite() && speed > 0.0 {
+            self.speed = speed;
+        }
     }
 
     /// Makes every measured point report "not implemented" (or stop doing so).
@@ -609,7 +619,7 @@ impl SunSpecSim {
     fn update(&mut self, now: Instant) {
         let started = *self.started.get_or_insert(now);
         let dt_h = self.last.map_or(0.0, |l| {
-            now.saturating_duration_since(l).as_secs_f64() / 3600.0
+            now.saturating_duration_since(l).as_secs_f64() * self.speed / 3600.0
         });
         self.last = Some(now);
         self.revert(now);

@@ -1,0 +1,86 @@
+//! `communalia demo`: the simulated village, the controller and the web page in one process.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use crate::control::io::Clock;
+use crate::control::model::SiteModel;
+use crate::control::runtime::{self, RunOptions};
+use crate::demo::{self, Ports, Village};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the web page and API listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Simulated seconds per real second: 60 runs a day in 24 minutes.
+    #[arg(long, value_name = "N", default_value_t = 1.0)]
+    speed: f64,
+    /// First of the three Modbus TCP ports (inverter, battery, meter).
+    #[arg(long, value_name = "P", default_value_t = 5020)]
+    modbus_port_base: u16,
+    /// Port of the embedded MQTT broker.
+    #[arg(long, value_name = "Q", default_value_t = 1883)]
+    mqtt_port: u16,
+    /// Read, plan and explain, but switch nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    if !(args.speed.is_finite() && (0.1..=3600.0).contains(&args.speed)) {
+        anyhow::bail!("--speed must be between 0.1 and 3600 (got {})", args.speed);
+    }
+    if args.modbus_port_base > u16::MAX - 2 {
+        anyhow::bail!("--modbus-port-base leaves no room for three ports");
+    }
+    let ports = Ports {
+        modbus_base: args.modbus_port_base,
+        mqtt: args.mqtt_port,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut config = demo::village_config(&ports, args.speed)?;
+        config.site.http.listen = communalia_config::Endpoint {
+            host: args.http.ip().to_string(),
+            port: args.http.port(),
+        };
+        let clock = Clock::accelerated(chrono::Utc::now(), args.speed);
+        let village = Village::start(&config, &ports, clock).await?;
+        let site = config.site.clone();
+        let opts = RunOptions {
+            dry_run: args.dry_run,
+            clock,
+            assembly_path: None,
+            lines: None,
+            dropped: None,
+        };
+        let running = runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
+        let page = super::serve_http(&site, running.published.clone()).await?;
+        println!("Communalia demo: the village of {} ({}x speed)", site.name, args.speed);
+        if let Some(page) = page {
+            println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /metrics)");
+        }
+        println!(
+            "  MQTT broker   {}   (watch: mosquitto_sub -h {} -p {} -t '#' -v)",
+            village.broker,
+            village.broker.ip(),
+            village.broker.port()
+        );
+        for (what, sim) in [
+            ("inverter", &village.inverter),
+            ("battery", &village.battery),
+            ("meter", &village.meter),
+        ] {
+            println!("  {what:<13} modbus tcp {}  unit 1  (SunSpec at 40000)", sim.addr());
+        }
+        println!("  Ctrl-C stops; health loads are left on.");
+        running.task.await??;
+        drop(village);
+        Ok(ExitCode::SUCCESS)
+    })
+}

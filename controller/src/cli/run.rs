@@ -1,0 +1,55 @@
+//! `communalia run`: the controller for a real site.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config_files::{self, LoadError};
+use crate::control::io::Clock;
+use crate::control::model::SiteModel;
+use crate::control::runtime::{self, RunOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The site file; it names its assembly file.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// Read, plan and explain, but switch nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let config = match config_files::load(&args.config) {
+        Ok(c) => c,
+        Err(LoadError::Invalid(diags)) => {
+            for d in diags.iter() {
+                tracing::error!("{d}");
+            }
+            tracing::error!("{} errors found; not starting", diags.len());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let assembly_path = config_files::resolve(&args.config, &config.site.assembly_file);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let site = config.site.clone();
+        let opts = RunOptions {
+            dry_run: args.dry_run,
+            clock: Clock::real(),
+            assembly_path: Some(assembly_path),
+            lines: None,
+            dropped: None,
+        };
+        let running =
+            runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
+        super::serve_http(&site, running.published.clone()).await?;
+        tracing::info!(site = %site.id, dry_run = args.dry_run, "controller running");
+        running.task.await??;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,311 @@
+//! The control loop: one task that waits for the next event (tick, assembly file changed,
+//! shutdown), takes the process image, lets the core decide, hands the commands to actuation
+//! tasks and publishes the result for the HTTP API, the page and the records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use communalia_config as cfg;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::core::{Action, Command, Core, Outcome};
+use super::io::{self, Clock, Loads};
+use super::model::SiteModel;
+use crate::http::Published;
+use crate::records::schema::{self, Counters, Sample};
+use crate::state::StateView;
+
+/// Everything that wakes the loop.
+#[derive(Debug)]
+pub enum Event {
+    Tick,
+    /// The assembly file changed: the new assembly, or the located errors that reject it.
+    Assembly(Result<cfg::Assembly, Vec<String>>),
+    Shutdown,
+}
+
+/// How to run.
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub clock: Clock,
+    /// Watched for changes; `None` when the assembly is fixed (tests).
+    pub assembly_path: Option<PathBuf>,
+    /// Where each cycle's time-series lines go (InfluxDB writer), if anywhere.
+    pub lines: Option<Box<dyn FnMut(Vec<String>) + Send>>,
+    /// Extra state of the records: points dropped by the InfluxDB writer so far.
+    pub dropped: Option<Box<dyn Fn() -> u64 + Send>>,
+}
+
+/// The running controller's outputs.
+pub struct Running {
+    pub published: watch::Receiver<Arc<Published>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn initial(core: &Core) -> Published {
+    let site = core.model().site();
+    Published {
+        state: StateView {
+            time: String::new(),
+            site: crate::state::SiteView {
+                id: site.id.clone(),
+                name: site.name.clone(),
+            },
+            available_watts: 0.0,
+            pv_watts: None,
+            consumption_watts: None,
+            battery: None,
+            grid_state: crate::state::GridState::Tight,
+            dry_run: false,
+            devices: Vec::new(),
+            tiers: Vec::new(),
+            loads: Vec::new(),
+            assembly_errors: Vec::new(),
+        },
+        plan: core.plan_view(),
+        assembly: core.assembly_view(),
+        metrics: String::new(),
+    }
+}
+
+/// Starts the controller; it runs until `shutdown` resolves, then leaves health plugs on.
+pub async fn start(
+    model: SiteModel,
+    mut opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let site = model.site().clone();
+    let mut tasks = JoinSet::new();
+    let pollers = io::spawn_pollers(&site.devices, site.interval, opts.clock, &mut tasks);
+    let controlled: Vec<cfg::Load> = site
+        .loads
+        .iter()
+        .filter(|l| l.control.is_controlled())
+        .cloned()
+        .collect();
+    let loads = match &site.mqtt {
+        Some(mqtt) => {
+            // Plug readings older than five cycles (in real time) count as missing.
+            let stale = site.interval * 5 + Duration::from_secs(5);
+            Some(Arc::new(Loads::attach(mqtt, &controlled, stale).await?))
+        }
+        None => None,
+    };
+    if let Some(loads) = &loads {
+        let (loads, m) = (Arc::clone(loads), model.clone());
+        // Health plugs come back on after a power cut, even with the controller dead.
+        tokio::spawn(async move { loads.set_fail_safes(|id| m.is_health(id)).await });
+    }
+    let mut core = Core::new(model, opts.dry_run);
+    let (tx, rx) = watch::channel(Arc::new(initial(&core)));
+    let (events_tx, mut events) = mpsc::channel::<Event>(8);
+    if let Some(path) = opts.assembly_path.clone() {
+        tasks.spawn(watch_assembly(path, site.clone(), events_tx.clone()));
+    }
+    {
+        let events_tx = events_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = events_tx.send(Event::Shutdown).await;
+        });
+    }
+    let interval = site.interval;
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if events_tx.send(Event::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let task = tokio::spawn(async move {
+        let faults: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+        let in_flight: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let mut counters = Counters::default();
+        let mut previous: BTreeMap<String, bool> = BTreeMap::new();
+        let mut plan_view = (String::new(), core.plan_view());
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Tick => {
+                    let started = Instant::now();
+                    let image =
+                        io::snapshot(opts.clock.now(), &pollers, loads.as_deref(), &lock(&faults));
+                    let mut outcome = core.step(&image);
+                    log_changes(&outcome, &mut previous);
+                    if let Some(loads) = &loads {
+                        dispatch(&mut outcome, loads, &faults, &in_flight);
+                        counters.mqtt_malformed_payloads = loads.malformed();
+                    }
+                    counters.cycles += 1;
+                    if let Some(dropped) = &opts.dropped {
+                        counters.influxdb_points_dropped = dropped();
+                    }
+                    let sample = Sample {
+                        state: &outcome.state,
+                        cycle_seconds: started.elapsed().as_secs_f64(),
+                        counters,
+                    };
+                    let points = schema::points(&sample);
+                    if let Some(lines) = opts.lines.as_mut() {
+                        let ns = image.at.timestamp_nanos_opt().unwrap_or(0);
+                        lines(schema::line_protocol(&points, ns));
+                    }
+                    let fresh = core.plan_view();
+                    if fresh.generated_at != plan_view.0 {
+                        plan_view = (fresh.generated_at.clone(), fresh);
+                    }
+                    tx.send_replace(Arc::new(Published {
+                        state: outcome.state,
+                        plan: plan_view.1.clone(),
+                        assembly: core.assembly_view(),
+                        metrics: schema::prometheus_text(&points),
+                    }));
+                }
+                Event::Assembly(Ok(assembly)) => {
+                    let d = &assembly.decision;
+                    tracing::info!(
+                        date = %d.date,
+                        reference = %d.reference,
+                        votes_for = d.votes_for,
+                        votes_against = d.votes_against,
+                        abstentions = d.abstentions,
+                        "new assembly decision in force from the next cycle"
+                    );
+                    core.set_assembly(assembly);
+                }
+                Event::Assembly(Err(errors)) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        "assembly file rejected ({} errors); the last good one stays in force",
+                        errors.len()
+                    );
+                    core.reject_assembly(errors);
+                }
+                Event::Shutdown => break,
+            }
+        }
+        tasks.abort_all();
+        if let Some(loads) = &loads {
+            leave_safe(&core, loads).await;
+        }
+        Ok(())
+    });
+    Ok(Running {
+        published: rx,
+        task,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends the cycle's commands to actuation tasks, skipping loads whose last command is still
+/// being confirmed; records failures as faults the next cycles show.
+fn dispatch(
+    outcome: &mut Outcome,
+    loads: &Arc<Loads>,
+    faults: &Arc<Mutex<BTreeMap<String, String>>>,
+    in_flight: &Arc<Mutex<BTreeSet<String>>>,
+) {
+    let commands: Vec<Command> = {
+        let mut busy = lock(in_flight);
+        outcome
+            .commands
+            .drain(..)
+            .filter(|c| busy.insert(c.load.clone()))
+            .collect()
+    };
+    if commands.is_empty() {
+        return;
+    }
+    for c in &commands {
+        tracing::debug!(load = %c.load, action = ?c.action, "command");
+    }
+    let (loads, faults, in_flight) = (Arc::clone(loads), Arc::clone(faults), Arc::clone(in_flight));
+    tokio::spawn(async move {
+        let failed = loads.actuate(&commands).await;
+        let mut f = lock(&faults);
+        for c in &commands {
+            match failed.iter().find(|(id, _)| *id == c.load) {
+                Some((id, e)) => {
+                    tracing::warn!(load = %id, action = ?c.action, error = %e, "command not confirmed");
+                    f.insert(id.clone(), format!("command not confirmed: {e}"));
+                }
+                None => {
+                    f.remove(&c.load);
+                }
+            }
+        }
+        let mut busy = lock(&in_flight);
+        for c in &commands {
+            busy.remove(&c.load);
+        }
+    });
+}
+
+/// Logs every load whose state changed, with the reason a member would read.
+fn log_changes(outcome: &Outcome, previous: &mut BTreeMap<String, bool>) {
+    for l in &outcome.state.loads {
+        if previous.insert(l.id.clone(), l.on) != Some(l.on) {
+            tracing::info!(load = %l.id, on = l.on, "{}", l.reason);
+        }
+    }
+}
+
+/// On the way out: health loads on, confirmed, so a stopped controller leaves them powered.
+async fn leave_safe(core: &Core, loads: &Loads) {
+    let commands: Vec<Command> = loads
+        .links
+        .keys()
+        .filter(|id| core.model().is_health(id))
+        .map(|id| Command {
+            load: id.clone(),
+            action: Action::Switch(true),
+        })
+        .collect();
+    let failed = loads.actuate(&commands).await;
+    for (id, e) in failed {
+        tracing::error!(load = %id, error = %e, "health load not confirmed on at shutdown");
+    }
+    tracing::info!("controller stopped; health loads left on");
+}
+
+/// Polls the assembly file's modification time; on change, validates it against the site.
+async fn watch_assembly(path: PathBuf, site: cfg::Site, events: mpsc::Sender<Event>) {
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<(SystemTime, Vec<u8>)> = None;
+    if let (Some(t), Ok(bytes)) = (modified(&path), std::fs::read(&path)) {
+        last = Some((t, bytes));
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(t) = modified(&path) else { continue };
+        if last.as_ref().is_some_and(|(lt, _)| *lt == t) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if last.as_ref().is_some_and(|(_, b)| *b == bytes) {
+            last = Some((t, bytes));
+            continue;
+        }
+        last = Some((t, bytes.clone()));
+        let shown = path.display().to_string();
+        let result = cfg::load_assembly(&site, &shown, bytes)
+            .map_err(|d| d.iter().map(|x| x.to_string()).collect());
+        if events.send(Event::Assembly(result)).await.is_err() {
+            return;
+        }
+    }
+}

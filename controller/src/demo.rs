@@ -1,0 +1,263 @@
+//! The simulated village of `communalia demo`: an embedded MQTT broker, SunSpec inverter,
+//! battery and meter on local Modbus TCP ports, a Tasmota or Shelly plug for every load of the
+//! village example, and a small physics loop that ties them together (sunshine from the same
+//! solar model the forecast uses, passing clouds, the battery covering the balance). Everything
+//! speaks the real protocols, so the controller cannot tell it from a real site.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use communalia_config as cfg;
+use communalia_drivers::modbus_sim::ModbusSim;
+use communalia_drivers::mqtt::{MqttBus, MqttConfig};
+use communalia_drivers::mqtt_sim::MqttSim;
+use communalia_drivers::shelly::sim::ShellyPlug;
+use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
+use communalia_drivers::tasmota::TasmotaTopics;
+use communalia_drivers::tasmota::sim::TasmotaPlug;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::control::io::Clock;
+use crate::control::model::SiteModel;
+use crate::forecast::solar;
+
+/// The village example, built into the binary so the demo runs from any folder.
+pub const SITE_TOML: &str = include_str!("../../config/examples/village/site.toml");
+pub const ASSEMBLY_TOML: &str = include_str!("../../config/examples/village/assembly.toml");
+
+/// Rated power of the simulated inverter (the example's arrays are 12 kWp).
+const INVERTER_WATTS: f64 = 12_000.0;
+const BATTERY_WH: f64 = 20_000.0;
+const BATTERY_WATTS: f64 = 5_000.0;
+
+/// Where the demo's parts listen.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub modbus_base: u16,
+    pub mqtt: u16,
+}
+
+/// The village example's configuration, moved onto the demo's ports. Staleness limits are
+/// stretched by `speed` since the devices' timestamps are in simulated time.
+pub fn village_config(ports: &Ports, speed: f64) -> anyhow::Result<cfg::Config> {
+    let mut config = cfg::load(
+        "village/site.toml",
+        SITE_TOML.as_bytes().to_vec(),
+        |name: &str| {
+            if name == "assembly.toml" {
+                Ok((
+                    "village/assembly.toml".to_string(),
+                    ASSEMBLY_TOML.as_bytes().to_vec(),
+                ))
+            } else {
+                Err(format!("{name} is not part of the demo"))
+            }
+        },
+    )
+    .map_err(|d| anyhow::anyhow!("the built-in village example is invalid:\n{d}"))?;
+    for (i, d) in config.site.devices.iter_mut().enumerate() {
+        d.address = cfg::Endpoint {
+            host: "127.0.0.1".into(),
+            port: ports.modbus_base + u16::try_from(i).unwrap_or(0),
+        };
+        d.stale_after = d.stale_after.mul_f64(speed.max(1.0));
+    }
+    if let Some(m) = config.site.mqtt.as_mut() {
+        m.broker = cfg::Endpoint {
+            host: "127.0.0.1".into(),
+            port: ports.mqtt,
+        };
+    }
+    Ok(config)
+}
+
+enum Plug {
+    Tasmota(MqttSim<TasmotaPlug>),
+    Shelly(MqttSim<ShellyPlug>),
+    Setpoint(watch::Receiver<f64>),
+    /// Always on, not controllable (the telecom mast).
+    Fixed(f64),
+}
+
+impl Plug {
+    fn power(&self) -> f64 {
+        match self {
+            Plug::Tasmota(s) => s.with(|p| p.power()),
+            Plug::Shelly(s) => s.with(|p| if p.on { p.nominal_watts } else { 0.0 }),
+            Plug::Setpoint(w) => *w.borrow(),
+            Plug::Fixed(w) => *w,
+        }
+    }
+}
+
+/// The running village.
+pub struct Village {
+    pub broker: SocketAddr,
+    pub inverter: ModbusSim<SunSpecSim>,
+    pub battery: ModbusSim<SunSpecSim>,
+    pub meter: ModbusSim<SunSpecSim>,
+    plugs: Arc<Vec<(String, Plug)>>,
+    _setpoint_bus: Option<MqttBus>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Village {
+    /// Starts the broker, the Modbus devices and the plugs of `config`, and the physics loop.
+    pub async fn start(config: &cfg::Config, ports: &Ports, clock: Clock) -> anyhow::Result<Self> {
+        let mut tasks = Vec::new();
+        let broker_addr: SocketAddr = ([127, 0, 0, 1], ports.mqtt).into();
+        let listener = TcpListener::bind(broker_addr).await.with_context(|| {
+            format!("cannot start the demo's MQTT broker on {broker_addr} (is another broker running? choose another with --mqtt-port)")
+        })?;
+        let broker_addr = listener.local_addr()?;
+        tasks.push(tokio::spawn(
+            crate::broker::Broker::new().serve(listener, std::future::pending()),
+        ));
+
+        let speed = clock.speed();
+        let modbus = |i: u16| -> SocketAddr { ([127, 0, 0, 1], ports.modbus_base + i).into() };
+        let mut inv = SunSpecSim::inverter(40000, INVERTER_WATTS, Irradiance::Fixed(0.0), false);
+        inv.set_speed(speed);
+        let mut bat = SunSpecSim::battery(40000, BATTERY_WH, BATTERY_WATTS, 70.0);
+        bat.set_speed(speed);
+        let mut met = SunSpecSim::meter(40000);
+        met.set_speed(speed);
+        let bind_err = |what: &str, a: SocketAddr| {
+            format!(
+                "cannot serve the simulated {what} on {a} (choose other ports with --modbus-port-base)"
+            )
+        };
+        let inverter = inv
+            .serve(1, modbus(0))
+            .await
+            .with_context(|| bind_err("inverter", modbus(0)))?;
+        let battery = bat
+            .serve(1, modbus(1))
+            .await
+            .with_context(|| bind_err("battery", modbus(1)))?;
+        let meter = met
+            .serve(1, modbus(2))
+            .await
+            .with_context(|| bind_err("meter", modbus(2)))?;
+
+        let mqtt = MqttConfig::new("127.0.0.1", broker_addr.port(), "demo");
+        let tele = Duration::from_secs(5);
+        let mut plugs = Vec::new();
+        let mut setpoint_bus = None;
+        for l in &config.site.loads {
+            let plug = match &l.control {
+                cfg::Control::Tasmota {
+                    topic,
+                    full_topic,
+                    relay,
+                } => {
+                    let topics = TasmotaTopics::new(topic.clone())
+                        .full_topic(full_topic.clone())
+                        .relay(*relay);
+                    Plug::Tasmota(TasmotaPlug::new(topics, l.nominal.0, tele).start(&mqtt))
+                }
+                cfg::Control::Shelly { device_id, .. } => {
+                    Plug::Shelly(ShellyPlug::new(device_id.clone(), l.nominal.0, tele).start(&mqtt))
+                }
+                cfg::Control::Setpoint {
+                    command_topic,
+                    state_topic,
+                    max,
+                    ..
+                } => {
+                    let bus = setpoint_bus.get_or_insert_with(|| {
+                        MqttBus::start(&mqtt.with_client_id("demo-setpoints"))
+                    });
+                    let (tx, rx) = watch::channel(0.0);
+                    let tx = Arc::new(tx);
+                    let (max, state_topic) = (max.0, state_topic.clone());
+                    let (echo_bus, sink) = (bus.clone(), Arc::clone(&tx));
+                    bus.subscribe(
+                        command_topic,
+                        Arc::new(move |payload: &[u8]| {
+                            let w = std::str::from_utf8(payload)
+                                .ok()
+                                .and_then(|s| s.trim().parse::<f64>().ok())
+                                .filter(|w| w.is_finite())
+                                .map(|w| w.clamp(0.0, max));
+                            if let Some(w) = w {
+                                sink.send_replace(w);
+                                if let Some(t) = state_topic.clone() {
+                                    let b = echo_bus.clone();
+                                    tokio::spawn(async move {
+                                        let _ = b.publish(&t, format!("{w:.0}")).await;
+                                    });
+                                }
+                            }
+                        }),
+                    )
+                    .await?;
+                    Plug::Setpoint(rx)
+                }
+                cfg::Control::MeasuredOnly => Plug::Fixed(l.nominal.0),
+            };
+            plugs.push((l.id.clone(), plug));
+        }
+        let mut village = Self {
+            broker: broker_addr,
+            inverter,
+            battery,
+            meter,
+            plugs: Arc::new(plugs),
+            _setpoint_bus: setpoint_bus,
+            _tasks: tasks,
+        };
+        village.physics(SiteModel::new(config.clone()), clock);
+        Ok(village)
+    }
+
+    /// Every (real) half second: sunshine from the clear-sky model under passing clouds, the
+    /// village's consumption from its plugs, the battery covering the difference.
+    fn physics(&mut self, model: SiteModel, clock: Clock) {
+        let inverter = self.inverter.device_handle();
+        let battery = self.battery.device_handle();
+        let meter = self.meter.device_handle();
+        let plugs = Arc::clone(&self.plugs);
+        let place = model.place();
+        let arrays = model.arrays();
+        self._tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let now = clock.now();
+                let clear = place.map_or(0.0, |p| solar::clear_sky_watts(p, &arrays, now));
+                let pv = (clear * clouds(now)).min(INVERTER_WATTS);
+                inverter.with_device(|s| s.set_irradiance(pv / INVERTER_WATTS));
+                let consumption: f64 = plugs.iter().map(|(_, p)| p.power()).sum();
+                meter.with_device(|s| s.set_power(consumption));
+                battery.with_device(|s| s.set_demand(consumption - pv));
+            }
+        }));
+    }
+
+    /// The power each plug draws now, by load id.
+    pub fn plug_watts(&self) -> Vec<(String, f64)> {
+        self.plugs
+            .iter()
+            .map(|(id, p)| (id.clone(), p.power()))
+            .collect()
+    }
+}
+
+/// Cloud cover as the share of clear-sky power that gets through: a clear morning, clouds
+/// building in the afternoon, and one grey day in three, so evening scarcity shows.
+pub fn clouds(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    let day = t.timestamp().div_euclid(86_400);
+    let hour = t.timestamp().rem_euclid(86_400) as f64 / 3600.0;
+    let base = if day % 3 == 2 { 0.45 } else { 0.85 };
+    let afternoon = if hour > 11.0 {
+        0.25 * ((hour - 11.0) / 4.0).min(1.0)
+    } else {
+        0.0
+    };
+    let passing = 0.1 * (hour * 2.7).sin();
+    (base - afternoon + passing).clamp(0.05, 1.0)
+}

@@ -1,0 +1,336 @@
+//! The cycle, one step at a time (OpenEMS style): given these readings, after one cycle, these
+//! commands and this state; advance time; again. Covers the fail-safe rules one by one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use communalia::control::core::{
+    Action, Command, Core, DeviceInput, DeviceValue, LoadInput, ProcessImage,
+};
+use communalia::control::model::SiteModel;
+use communalia::demo::{Ports, village_config};
+use communalia::state::GridState;
+use communalia_drivers::{BatteryState, Percent, Watts};
+
+fn model() -> SiteModel {
+    let ports = Ports {
+        modbus_base: 5020,
+        mqtt: 1883,
+    };
+    SiteModel::new(village_config(&ports, 1.0).unwrap())
+}
+
+/// 12:00 local time at Kalinzu (UTC+3).
+fn noon() -> DateTime<Utc> {
+    "2026-03-02T09:00:00Z".parse().unwrap()
+}
+
+/// 21:00 local.
+fn evening() -> DateTime<Utc> {
+    "2026-03-02T18:00:00Z".parse().unwrap()
+}
+
+struct Site {
+    pv: Option<f64>,
+    soc: Option<f64>,
+    consumption: Option<f64>,
+    /// Reported relay state of every controlled load.
+    on: BTreeMap<String, bool>,
+    offline: Vec<String>,
+}
+
+impl Site {
+    fn new(model: &SiteModel, pv: f64, soc: f64) -> Self {
+        let on = model
+            .site()
+            .loads
+            .iter()
+            .filter(|l| l.control.is_controlled())
+            .map(|l| (l.id.clone(), false))
+            .collect();
+        Self {
+            pv: Some(pv),
+            soc: Some(soc),
+            consumption: Some(250.0),
+            on,
+            offline: Vec::new(),
+        }
+    }
+
+    fn image(&self, at: DateTime<Utc>) -> ProcessImage {
+        let dev = |id: &str, v: Option<DeviceValue>| DeviceInput {
+            id: id.into(),
+            last: v.map(|v| (at, v)),
+            error: None,
+        };
+        ProcessImage {
+            at,
+            devices: vec![
+                dev("inverter", self.pv.map(DeviceValue::Pv)),
+                dev(
+                    "battery",
+                    self.soc.map(|s| {
+                        DeviceValue::Battery(BatteryState {
+                            soc: Some(Percent(s)),
+                            power: Some(Watts(0.0)),
+                            ..BatteryState::default()
+                        })
+                    }),
+                ),
+                dev("meter", self.consumption.map(DeviceValue::Meter)),
+            ],
+            loads: self
+                .on
+                .iter()
+                .map(|(id, on)| {
+                    let offline = self.offline.contains(id);
+                    (
+                        id.clone(),
+                        LoadInput {
+                            online: Some(!offline),
+                            on: Some(*on),
+                            power: Some(0.0),
+                            fault: None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The devices carry out the commands and report back.
+    fn apply(&mut self, commands: &[Command]) {
+        for c in commands {
+            let on = match c.action {
+                Action::Switch(on) => on,
+                Action::Setpoint(w) => w > 0.0,
+            };
+            self.on.insert(c.load.clone(), on);
+        }
+    }
+}
+
+fn switched(commands: &[Command], load: &str) -> Option<bool> {
+    commands
+        .iter()
+        .find(|c| c.load == load)
+        .map(|c| match c.action {
+            Action::Switch(on) => on,
+            Action::Setpoint(w) => w > 0.0,
+        })
+}
+
+fn load_on(core_state: &communalia::state::StateView, id: &str) -> bool {
+    core_state.loads.iter().find(|l| l.id == id).unwrap().on
+}
+
+#[test]
+fn a_sunny_noon_switches_the_loads_on_once_and_then_leaves_them_alone() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 9000.0, 80.0);
+    let out = core.step(&site.image(noon()));
+    assert_eq!(switched(&out.commands, "clinic_fridge"), Some(true));
+    assert_eq!(switched(&out.commands, "cold_room"), Some(true));
+    assert!(out.faults.is_empty(), "{:?}", out.faults);
+    assert_eq!(out.state.pv_watts, Some(9000.0));
+    assert!(out.state.devices.iter().all(|d| d.online));
+    site.apply(&out.commands);
+
+    let out = core.step(&site.image(noon() + Duration::seconds(2)));
+    assert!(
+        out.commands.is_empty(),
+        "nothing changed, nothing to send: {:?}",
+        out.commands
+    );
+}
+
+#[test]
+fn in_the_evening_on_a_low_battery_the_top_tiers_keep_power_and_the_rest_is_cut_with_reasons() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 0.0, 25.0);
+    for on in site.on.values_mut() {
+        *on = true;
+    }
+    let out = core.step(&site.image(evening()));
+    assert!(load_on(&out.state, "clinic_fridge"));
+    assert!(load_on(&out.state, "clinic_lights"));
+    assert_eq!(out.state.grid_state, GridState::Scarcity);
+    let workshop = out.state.loads.iter().find(|l| l.id == "workshop").unwrap();
+    assert!(!workshop.on);
+    assert!(!workshop.reason.is_empty());
+    assert_eq!(switched(&out.commands, "workshop"), Some(false));
+    assert_eq!(switched(&out.commands, "clinic_fridge"), None);
+    // Strict precedence: no load of a lower tier is on while a higher tier's load is cut
+    // for lack of power (a higher load too big to fit may not block smaller ones).
+    let tiers = &out.state.tiers;
+    assert_eq!(tiers[0].served_watts, tiers[0].demanded_watts);
+}
+
+#[test]
+fn a_silent_inverter_counts_as_no_pv_and_its_device_shows_offline() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 9000.0, 80.0);
+    site.pv = None;
+    let out = core.step(&site.image(noon()));
+    assert_eq!(out.state.pv_watts, None);
+    let inv = out
+        .state
+        .devices
+        .iter()
+        .find(|d| d.id == "inverter")
+        .unwrap();
+    assert!(!inv.online);
+    assert!(out.faults.iter().any(|f| f.contains("inverter")));
+
+    // A reading older than the staleness limit is as good as none.
+    site.pv = Some(9000.0);
+    let mut image = site.image(noon());
+    let stale = m.site().device("inverter").unwrap().stale_after;
+    image.devices[0].last = Some((
+        noon() - Duration::from_std(stale).unwrap() - Duration::seconds(1),
+        DeviceValue::Pv(9000.0),
+    ));
+    let out = core.step(&image);
+    assert_eq!(out.state.pv_watts, None);
+}
+
+#[test]
+fn health_loads_are_never_switched_off_while_inputs_are_unknown() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    // The battery reads empty and the inverter is silent: counting the silent inverter as zero
+    // would leave nothing for the clinic, but the sun may well be shining.
+    let mut site = Site::new(&m, 0.0, 10.0);
+    for on in site.on.values_mut() {
+        *on = true;
+    }
+    site.pv = None;
+    site.consumption = None;
+    let out = core.step(&site.image(evening()));
+    for id in ["clinic_fridge", "clinic_lights"] {
+        assert!(load_on(&out.state, id), "{id} must stay on");
+        assert_ne!(
+            switched(&out.commands, id),
+            Some(false),
+            "{id} switched off"
+        );
+    }
+    let fridge = out
+        .state
+        .loads
+        .iter()
+        .find(|l| l.id == "clinic_fridge")
+        .unwrap();
+    assert!(
+        fridge.reason.contains("never switched off"),
+        "{}",
+        fridge.reason
+    );
+    // Lower tiers get nothing.
+    assert!(!load_on(&out.state, "workshop"));
+}
+
+#[test]
+fn a_silent_battery_is_assumed_at_its_health_reserve() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 0.0, 90.0);
+    site.soc = None;
+    let out = core.step(&site.image(evening()));
+    // Health loads run from the reserve; homes get nothing from a battery of unknown charge.
+    assert!(load_on(&out.state, "clinic_fridge"));
+    assert!(!load_on(&out.state, "home_amani"));
+    assert!(out.state.battery.as_ref().unwrap().soc_percent.is_none());
+}
+
+#[test]
+fn an_offline_plug_gets_no_command_and_shows_the_fault() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 9000.0, 80.0);
+    site.offline.push("cold_room".into());
+    let out = core.step(&site.image(noon()));
+    assert_eq!(switched(&out.commands, "cold_room"), None);
+    let l = out
+        .state
+        .loads
+        .iter()
+        .find(|l| l.id == "cold_room")
+        .unwrap();
+    assert_eq!(l.fault.as_deref(), Some("plug offline"));
+    assert_eq!(switched(&out.commands, "clinic_fridge"), Some(true));
+}
+
+#[test]
+fn dry_run_explains_but_switches_nothing() {
+    let m = model();
+    let mut core = Core::new(m.clone(), true);
+    let site = Site::new(&m, 0.0, 25.0);
+    let out = core.step(&site.image(evening()));
+    assert!(out.commands.is_empty());
+    assert!(out.state.dry_run);
+    assert!(out.state.loads.iter().all(|l| !l.reason.is_empty()));
+}
+
+#[test]
+fn a_new_assembly_takes_effect_at_the_next_cycle_and_a_rejected_one_changes_nothing() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 1500.0, 12.0);
+    for on in site.on.values_mut() {
+        *on = true;
+    }
+    let before = core.step(&site.image(noon()));
+
+    // The assembly moves the homes above cold storage.
+    let mut assembly = m.assembly().clone();
+    let homes = assembly
+        .tiers
+        .iter()
+        .position(|t| t.loads.iter().any(|l| l == "home_amani"))
+        .unwrap();
+    let cold = assembly
+        .tiers
+        .iter()
+        .position(|t| t.loads.iter().any(|l| l == "cold_room"))
+        .unwrap();
+    assembly.tiers.swap(homes, cold);
+    core.reject_assembly(vec!["assembly.toml:3:1: tiers: example error".into()]);
+    let rejected = core.step(&site.image(noon() + Duration::seconds(2)));
+    assert_eq!(rejected.state.assembly_errors.len(), 1);
+    assert_eq!(
+        core.assembly_view().rejected_errors,
+        rejected.state.assembly_errors
+    );
+    let rank = |s: &communalia::state::StateView, id: &str| {
+        s.loads.iter().find(|l| l.id == id).unwrap().rank
+    };
+    assert_eq!(
+        rank(&rejected.state, "cold_room"),
+        rank(&before.state, "cold_room")
+    );
+
+    core.set_assembly(assembly);
+    let after = core.step(&site.image(noon() + Duration::seconds(4)));
+    assert!(after.state.assembly_errors.is_empty());
+    assert!(rank(&after.state, "home_amani") < rank(&after.state, "cold_room"));
+}
+
+#[test]
+fn a_silent_meter_counts_every_measured_only_load_at_nominal_power() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 3000.0, 50.0);
+    site.consumption = Some(0.0);
+    let with_meter = core.step(&site.image(noon()));
+    site.consumption = None;
+    let without = core.step(&site.image(noon() + Duration::seconds(2)));
+    let mast = m.site().load("telecom_mast").unwrap().nominal.0;
+    let diff = with_meter.state.available_watts - without.state.available_watts;
+    assert!((diff - mast).abs() < 1.0, "{diff} vs {mast}");
+}
