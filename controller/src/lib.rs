@@ -9,4 +9,5 @@ pub mod demo;
 pub mod forecast;
 pub mod http;
 pub mod records;
+pub mod simulate;
 pub mod state;

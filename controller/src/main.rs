@@ -24,6 +24,8 @@ enum Command {
     Demo(cli::demo::Args),
     /// Run the controller for a real site.
     Run(cli::run::Args),
+    /// What-if replay of N days under the assembly file in force, or beside a proposed one.
+    Simulate(cli::simulate::Args),
     /// Validate a site file and its assembly file; print every error, located.
     Check(cli::check::Args),
     /// One allocation without devices: who would get power at a given availability, and why.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Run(args) => cli::run::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Probe(args) => cli::probe::run(args),

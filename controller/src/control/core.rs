@@ -106,6 +106,7 @@ pub struct Core {
     dry_run: bool,
     last_pv: Option<f64>,
     last_soc: Option<f64>,
+    plan_every: Duration,
 }
 
 impl Core {
@@ -121,7 +122,15 @@ impl Core {
             dry_run,
             last_pv: None,
             last_soc: None,
+            plan_every: PLAN_EVERY,
         }
+    }
+
+    /// Refreshes the horizon plan every `every` instead of [`PLAN_EVERY`] (the what-if replay
+    /// plans every few hours to run a week in seconds).
+    pub fn with_plan_every(mut self, every: Duration) -> Self {
+        self.plan_every = every;
+        self
     }
 
     pub fn model(&self) -> &SiteModel {
@@ -385,7 +394,7 @@ impl Core {
 
     fn plan_due(&self, now: DateTime<Utc>) -> bool {
         self.plan_at
-            .is_none_or(|at| now - at >= PLAN_EVERY || now < at)
+            .is_none_or(|at| now - at >= self.plan_every || now < at)
     }
 
     /// The index of the plan step holding `now`, if a plan exists and covers it.

@@ -120,30 +120,50 @@ impl SiteModel {
             .unwrap_or(0.0)
     }
 
+    /// Nominal power of the loads nobody can switch (measured only): they draw on the battery
+    /// through the night whatever the plan says.
+    pub fn unswitchable_watts(&self) -> f64 {
+        self.config
+            .site
+            .loads
+            .iter()
+            .filter(|l| !l.control.is_controlled())
+            .map(|l| l.nominal.0)
+            .sum()
+    }
+
     /// Battery energy the health tier needs from `now` to the next sunrise, with the assembly's
-    /// margin, and never less than its minimum. Without coordinates, 12 hours are assumed.
+    /// margin, and never less than its minimum. Loads that cannot be switched off count too:
+    /// they drain the same battery. Without coordinates, 12 hours are assumed.
     pub fn health_reserve_wh(&self, now: DateTime<Utc>) -> f64 {
         let r = &self.config.assembly.health_reserve;
         let hours = self.hours_to_sunrise(now);
-        let need = self.health_watts() * hours * (1.0 + r.margin.0 / 100.0);
+        let watts = self.health_watts() + self.unswitchable_watts();
+        let need = watts * hours * (1.0 + r.margin.0 / 100.0);
         need.max(r.min.0)
     }
 
-    /// Hours until the sun is up again (0 in daylight).
+    /// Hours of darkness the battery must carry the health tier through: from now (or from
+    /// the coming sunset, in daylight) to the next sunrise. In daylight the coming night is
+    /// counted, so lower tiers cannot drain the reserve in the late afternoon. Without
+    /// coordinates, 12 hours are assumed.
     pub fn hours_to_sunrise(&self, now: DateTime<Utc>) -> f64 {
-        match self.place() {
-            Some(place) => {
-                let up = solar::sun_position(place, now).elevation_degrees > 0.0;
-                if up {
-                    0.0
-                } else {
-                    solar::next_sunrise(place, now)
-                        .map(|t| (t - now).num_seconds().max(0) as f64 / 3600.0)
-                        .unwrap_or(12.0)
-                }
+        let Some(place) = self.place() else {
+            return 12.0;
+        };
+        let up = |t: DateTime<Utc>| solar::sun_position(place, t).elevation_degrees > 0.0;
+        // The coming sunset, in ten-minute steps (at most a day ahead; polar days count none).
+        let step = chrono::Duration::minutes(10);
+        let mut dark_from = now;
+        if up(now) {
+            match (1..=144).map(|i| now + step * i).find(|t| !up(*t)) {
+                Some(t) => dark_from = t,
+                None => return 0.0,
             }
-            None => 12.0,
         }
+        solar::next_sunrise(place, dark_from)
+            .map(|t| (t - dark_from).num_seconds().max(0) as f64 / 3600.0)
+            .unwrap_or(12.0)
     }
 
     pub fn place(&self) -> Option<Place> {
@@ -262,8 +282,10 @@ mod tests {
             m.health_watts() * hours * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
         let got = m.health_reserve_wh(night);
         assert!((got - expected.max(m.assembly().health_reserve.min.0)).abs() < 1e-6);
+        // At noon the coming night is counted: close to twelve hours at the equator.
         let noon = "2026-03-01T09:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(m.hours_to_sunrise(noon), 0.0);
-        assert_eq!(m.health_reserve_wh(noon), m.assembly().health_reserve.min.0);
+        let night = m.hours_to_sunrise(noon);
+        assert!((11.0..13.0).contains(&night), "{night}");
+        assert!(m.health_reserve_wh(noon) > m.assembly().health_reserve.min.0);
     }
 }

@@ -1,0 +1,143 @@
+//! `communalia simulate`: the what-if replay for the assembly, one priority file or two side by
+//! side.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config_files::{self, LoadError};
+use crate::control::model::SiteModel;
+use crate::simulate::{self, Weather};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The site file; it names the assembly file in force.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// A proposed assembly file, replayed beside the one in force.
+    #[arg(long, value_name = "PATH")]
+    assembly: Option<PathBuf>,
+    /// Days to replay.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    days: u32,
+    #[arg(long, value_enum, default_value = "mixed")]
+    weather: Weather,
+    /// First day (YYYY-MM-DD, the site's local date); default today.
+    #[arg(long, value_name = "DATE")]
+    start: Option<chrono::NaiveDate>,
+    /// Write one row per 5-minute step (the file in force) to this CSV file.
+    #[arg(long, value_name = "OUT")]
+    csv: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn invalid(diags: &communalia_config::Diagnostics) -> ExitCode {
+    for d in diags.iter() {
+        eprintln!("{d}");
+    }
+    eprintln!("{} errors found; nothing was simulated", diags.len());
+    ExitCode::FAILURE
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.days == 0 || args.days > 366 {
+        anyhow::bail!("--days must be between 1 and 366 (got {})", args.days);
+    }
+    let config = match config_files::load(&args.config) {
+        Ok(c) => c,
+        Err(LoadError::Invalid(d)) => return Ok(invalid(&d)),
+        Err(e) => return Err(e.into()),
+    };
+    let proposed = match &args.assembly {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let shown = path.display().to_string();
+            match communalia_config::load_assembly(&config.site, &shown, bytes) {
+                Ok(a) => Some(a),
+                Err(d) => return Ok(invalid(&d)),
+            }
+        }
+        None => None,
+    };
+    let model = SiteModel::new(config.clone());
+    let day = args
+        .start
+        .unwrap_or_else(|| chrono::Utc::now().date_naive())
+        .and_hms_opt(12, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_else(chrono::Utc::now);
+    let start = simulate::local_midnight(&model, day);
+
+    let mut csv = match &args.csv {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let ids: Vec<String> = config
+        .site
+        .loads
+        .iter()
+        .filter(|l| l.control.is_controlled())
+        .map(|l| l.id.clone())
+        .collect();
+    let mut csv_error = None;
+    if let Some(w) = csv.as_mut() {
+        let header = format!(
+            "time,pv_watts,consumption_watts,soc_percent,{}",
+            ids.join(",")
+        );
+        csv_error = writeln!(w, "{header}").err();
+    }
+    let a = simulate::replay(&model, args.days, args.weather, start, |row| {
+        if let (Some(w), None) = (csv.as_mut(), &csv_error) {
+            let on: Vec<&str> = row.on.iter().map(|o| if *o { "1" } else { "0" }).collect();
+            csv_error = writeln!(
+                w,
+                "{},{:.0},{:.0},{:.1},{}",
+                row.at.to_rfc3339(),
+                row.pv_watts,
+                row.consumption_watts,
+                row.soc_percent,
+                on.join(",")
+            )
+            .err();
+        }
+    });
+    if let Some(e) = csv_error {
+        anyhow::bail!("writing the CSV file failed: {e}");
+    }
+    if let Some(mut w) = csv {
+        w.flush()?;
+    }
+    let b = proposed.map(|assembly| {
+        let mut other = config.clone();
+        other.assembly = assembly;
+        simulate::replay(
+            &SiteModel::new(other),
+            args.days,
+            args.weather,
+            start,
+            |_| {},
+        )
+    });
+    if args.json {
+        let v = serde_json::json!({ "in_force": a, "proposed": b });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let shown = args
+            .assembly
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        print!(
+            "{}",
+            simulate::render(&a, b.as_ref(), (&config.site.assembly_file, &shown))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

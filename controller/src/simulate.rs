@@ -1,0 +1,323 @@
+//! The what-if replay for the assembly: N days of synthetic weather through the real decision
+//! core (the same `control::core` the controller runs), with a simple physical site around it
+//! (PV from the clear-sky model under the chosen weather, a battery that covers the balance, loads
+//! that draw their nominal power when on). Pure: no IO, no clock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use communalia_config as cfg;
+use communalia_drivers::{BatteryState, Percent, Watts};
+
+use crate::control::core::{Action, Core, DeviceInput, DeviceValue, LoadInput, ProcessImage};
+use crate::control::model::SiteModel;
+use crate::forecast::solar;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weather {
+    Sunny,
+    Cloudy,
+    Mixed,
+}
+
+impl Weather {
+    /// Share of clear-sky power that gets through.
+    pub fn factor(self, t: DateTime<Utc>) -> f64 {
+        match self {
+            Weather::Sunny => 0.9,
+            Weather::Cloudy => 0.3,
+            Weather::Mixed => crate::demo::clouds(t),
+        }
+    }
+}
+
+/// What one load got over the replay.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LoadTotals {
+    pub id: String,
+    pub tier: String,
+    pub rank: usize,
+    pub hours_served: f64,
+    pub energy_wh: f64,
+    /// Energy asked for but not given: nominal power while off, or for a load with a daily need,
+    /// what was missing from the need each day.
+    pub cut_wh: f64,
+}
+
+/// The replay's result.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub days: u32,
+    pub loads: Vec<LoadTotals>,
+    /// Energy the battery could not give when the site asked for it (a blackout in real life).
+    pub unserved_wh: f64,
+    pub min_soc_percent: f64,
+}
+
+impl Report {
+    /// Totals per tier name, in rank order: (rank, tier, hours served summed, energy, cut).
+    pub fn tiers(&self) -> Vec<(usize, String, f64, f64)> {
+        let mut by: BTreeMap<(usize, String), (f64, f64)> = BTreeMap::new();
+        for l in &self.loads {
+            let e = by.entry((l.rank, l.tier.clone())).or_default();
+            e.0 += l.energy_wh;
+            e.1 += l.cut_wh;
+        }
+        by.into_iter()
+            .map(|((rank, tier), (e, c))| (rank, tier, e, c))
+            .collect()
+    }
+}
+
+/// One row per step for `--csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub at: DateTime<Utc>,
+    pub pv_watts: f64,
+    pub consumption_watts: f64,
+    pub soc_percent: f64,
+    pub on: Vec<bool>,
+}
+
+pub const STEP: Duration = Duration::minutes(5);
+
+/// Replays `days` days from local midnight of `start_day` (a UTC date at the site's offset).
+pub fn replay(
+    model: &SiteModel,
+    days: u32,
+    weather: Weather,
+    start: DateTime<Utc>,
+    mut row: impl FnMut(Row),
+) -> Report {
+    let site = model.site().clone();
+    let mut core = Core::new(model.clone(), false).with_plan_every(Duration::hours(3));
+    let battery = site.battery.clone();
+    let mut soc = battery.as_ref().map_or(0.0, |b| b.max_soc.0 * 0.7);
+    let mut min_soc = soc;
+    let mut on: BTreeMap<String, bool> = site
+        .loads
+        .iter()
+        .filter(|l| l.control.is_controlled())
+        .map(|l| (l.id.clone(), false))
+        .collect();
+    let mut setpoints: BTreeMap<String, f64> = BTreeMap::new();
+    let mut totals: BTreeMap<String, LoadTotals> = BTreeMap::new();
+    let mut daily: BTreeMap<String, f64> = BTreeMap::new();
+    let mut unserved = 0.0;
+    let place = model.place();
+    let arrays = model.arrays();
+    let dt_h = STEP.num_seconds() as f64 / 3600.0;
+    let steps = i64::from(days) * 86_400 / STEP.num_seconds();
+    let offset = i64::from(site.utc_offset_minutes) * 60;
+    for i in 0..steps {
+        let at = start + STEP * i32::try_from(i).unwrap_or(0);
+        let pv = place.map_or(0.0, |p| solar::clear_sky_watts(p, &arrays, at)) * weather.factor(at);
+        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints);
+        let consumption: f64 = site.loads.iter().map(|l| power_of(l, &on)).sum();
+        let image = ProcessImage {
+            at,
+            devices: site
+                .devices
+                .iter()
+                .map(|d| {
+                    let v = match d.kind {
+                        cfg::DeviceKind::Sunspec {
+                            role: cfg::SunspecRole::PvInverter,
+                            ..
+                        } => DeviceValue::Pv(pv),
+                        cfg::DeviceKind::Sunspec {
+                            role: cfg::SunspecRole::Battery,
+                            ..
+                        }
+                        | cfg::DeviceKind::Victron => DeviceValue::Battery(BatteryState {
+                            soc: Some(Percent(soc)),
+                            power: Some(Watts(consumption - pv)),
+                            ..BatteryState::default()
+                        }),
+                        _ => DeviceValue::Meter(consumption),
+                    };
+                    DeviceInput {
+                        id: d.id.clone(),
+                        last: Some((at, v)),
+                        error: None,
+                    }
+                })
+                .collect(),
+            loads: on
+                .iter()
+                .map(|(id, o)| {
+                    let w = site.load(id).map_or(0.0, |l| power_of(l, &on));
+                    let input = LoadInput {
+                        online: Some(true),
+                        on: Some(*o || w > 0.0),
+                        power: Some(w),
+                        fault: None,
+                    };
+                    (id.clone(), input)
+                })
+                .collect(),
+        };
+        let out = core.step(&image);
+        drop(image);
+        for c in &out.commands {
+            match c.action {
+                Action::Switch(s) => {
+                    on.insert(c.load.clone(), s);
+                }
+                Action::Setpoint(w) => {
+                    setpoints.insert(c.load.clone(), w);
+                    on.insert(c.load.clone(), w > 0.0);
+                }
+            }
+        }
+        // The step's energy with the decided states.
+        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints);
+        let consumption: f64 = site.loads.iter().map(|l| power_of(l, &on)).sum();
+        if let Some(b) = &battery {
+            let net = consumption - pv; // positive: the battery must give
+            let wh = b.capacity.0.max(1.0);
+            if net > 0.0 {
+                let can = (b.max_discharge.0 * dt_h)
+                    .min((soc - b.min_soc.0).max(0.0) / 100.0 * wh * b.discharge_efficiency);
+                let want = net * dt_h;
+                let give = want.min(can);
+                unserved += want - give;
+                soc -= give / b.discharge_efficiency / wh * 100.0;
+            } else {
+                let take = ((-net) * dt_h)
+                    .min(b.max_charge.0 * dt_h)
+                    .min((b.max_soc.0 - soc).max(0.0) / 100.0 * wh / b.charge_efficiency);
+                soc += take * b.charge_efficiency / wh * 100.0;
+            }
+            min_soc = min_soc.min(soc);
+        }
+        for l in out.state.loads.iter() {
+            let Some(cl) = site.load(&l.id) else { continue };
+            let w = power_of(cl, &on);
+            let t = totals.entry(l.id.clone()).or_insert_with(|| LoadTotals {
+                id: l.id.clone(),
+                tier: l.tier.clone(),
+                rank: l.rank,
+                ..LoadTotals::default()
+            });
+            if w > 0.0 {
+                t.hours_served += dt_h;
+                t.energy_wh += w * dt_h;
+                *daily.entry(l.id.clone()).or_default() += w * dt_h;
+            } else if cl.daily_need.is_none() {
+                t.cut_wh += cl.nominal.0 * dt_h;
+            }
+        }
+        // At local midnight, what deferrable loads missed of their daily need.
+        let next_local = (at + STEP).timestamp() + offset;
+        if next_local.rem_euclid(86_400) < STEP.num_seconds() {
+            for l in &site.loads {
+                if let (Some(need), Some(t)) = (l.daily_need, totals.get_mut(&l.id)) {
+                    let got = daily.get(&l.id).copied().unwrap_or(0.0);
+                    t.cut_wh += (need.energy.0 - got).max(0.0);
+                }
+            }
+            daily.clear();
+        }
+        row(Row {
+            at,
+            pv_watts: pv,
+            consumption_watts: consumption,
+            soc_percent: soc,
+            on: on.values().copied().collect(),
+        });
+    }
+    let mut loads: Vec<LoadTotals> = totals.into_values().collect();
+    loads.sort_by(|a, b| a.rank.cmp(&b.rank).then(a.id.cmp(&b.id)));
+    Report {
+        days,
+        loads,
+        unserved_wh: unserved,
+        min_soc_percent: min_soc,
+    }
+}
+
+/// What a load draws with the decided states.
+fn power(l: &cfg::Load, on: &BTreeMap<String, bool>, setpoints: &BTreeMap<String, f64>) -> f64 {
+    match &l.control {
+        cfg::Control::MeasuredOnly => l.nominal.0,
+        cfg::Control::Setpoint { .. } => setpoints.get(&l.id).copied().unwrap_or(0.0),
+        _ if on.get(&l.id).copied().unwrap_or(false) => l.nominal.0,
+        _ => 0.0,
+    }
+}
+
+/// Local midnight of the site on the UTC date of `t`.
+pub fn local_midnight(model: &SiteModel, t: DateTime<Utc>) -> DateTime<Utc> {
+    let offset = i64::from(model.site().utc_offset_minutes) * 60;
+    let local = t.timestamp() + offset;
+    let midnight = local - local.rem_euclid(86_400) - offset;
+    DateTime::from_timestamp(midnight, 0).unwrap_or(t)
+}
+
+/// The side-by-side table a person reads; `b` is the proposed file's result, if any.
+pub fn render(a: &Report, b: Option<&Report>, names: (&str, &str)) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let kwh = |wh: f64| format!("{:.1}", wh / 1000.0);
+    let _ = writeln!(out, "{} days replayed", a.days);
+    let _ = writeln!(out, "\nper tier (energy delivered / cut, kWh)");
+    let tb = b.map(Report::tiers);
+    for (i, (rank, tier, e, c)) in a.tiers().iter().enumerate() {
+        let _ = write!(out, "  {rank} {tier:<22} {:>7} / {:>7}", kwh(*e), kwh(*c));
+        if let Some(tb) = &tb {
+            // Tiers are matched by rank: a proposal may rename or reorder them.
+            if let Some((_, tier_b, eb, cb)) = tb.get(i) {
+                let _ = write!(out, "   | {tier_b:<22} {:>7} / {:>7}", kwh(*eb), kwh(*cb));
+            }
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "\nper load: hours served, energy delivered (kWh), energy cut (kWh){}",
+        if b.is_some() {
+            format!("   [{} | {}]", names.0, names.1)
+        } else {
+            String::new()
+        }
+    );
+    for l in &a.loads {
+        let _ = write!(
+            out,
+            "  {:<16} tier {} {:>6.1} h {:>7} {:>7}",
+            l.id,
+            l.rank,
+            l.hours_served,
+            kwh(l.energy_wh),
+            kwh(l.cut_wh)
+        );
+        if let Some(lb) = b.and_then(|b| b.loads.iter().find(|x| x.id == l.id)) {
+            let _ = write!(
+                out,
+                "   | tier {} {:>6.1} h {:>7} {:>7}",
+                lb.rank,
+                lb.hours_served,
+                kwh(lb.energy_wh),
+                kwh(lb.cut_wh)
+            );
+        }
+        out.push('\n');
+    }
+    let _ = write!(
+        out,
+        "\nbattery lowest {:.0} %, energy the battery could not give {} kWh",
+        a.min_soc_percent,
+        kwh(a.unserved_wh)
+    );
+    if let Some(b) = b {
+        let _ = write!(
+            out,
+            "   | lowest {:.0} %, {} kWh",
+            b.min_soc_percent,
+            kwh(b.unserved_wh)
+        );
+    }
+    out.push('\n');
+    out
+}
