@@ -44,6 +44,11 @@ fn chromium() -> Option<PathBuf> {
 
 /// Loads `url` in headless chromium and returns the DOM once the page has settled.
 fn dump_dom(chromium: &Path, url: &str) -> String {
+    run_chromium(chromium, url, &["--dump-dom"])
+}
+
+/// Runs headless chromium on `url` with a 5 s virtual time budget and returns what it printed.
+fn run_chromium(chromium: &Path, url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(chromium)
         .args([
@@ -51,9 +56,10 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
-            "--dump-dom",
+            "--hide-scrollbars",
             "--virtual-time-budget=5000",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stdout(Stdio::piped())
@@ -264,11 +270,27 @@ fn element_text(dom: &str, id: &str) -> String {
 async fn page_shows_the_status_each_load_with_its_reason_and_the_decision() {
     let Some(chromium) = chromium() else { return };
     let config = village();
-    let server = start(evening(&config, chrono::Utc::now())).await;
+    let mut published = evening(&config, chrono::Utc::now());
+    let rejected =
+        vec![r#"assembly.toml:31:12: tiers[4].loads[2]: unknown load "home_zawadi""#.to_string()];
+    published.state.assembly_errors = rejected.clone();
+    published.assembly.rejected_errors = rejected;
+    let server = start(published).await;
     let url = server.url.clone();
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url))
+    let browser = chromium.clone();
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&browser, &url))
         .await
         .unwrap();
+    // For a person to look at: a phone-sized screenshot of the same page.
+    if let Some(png) = std::env::var_os("COMMUNALIA_PAGE_SCREENSHOT") {
+        let url = server.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let shot = format!("--screenshot={}", PathBuf::from(png).display());
+            run_chromium(&chromium, &url, &[&shot, "--window-size=412,3400"]);
+        })
+        .await
+        .unwrap();
+    }
 
     assert_eq!(element_text(&dom, "status-text"), "Scarce", "{dom}");
     assert!(dom.contains("class=\"status scarcity\""));
@@ -305,12 +327,16 @@ async fn page_shows_the_status_each_load_with_its_reason_and_the_decision() {
     assert!(dom.contains("General assembly 2026-10, minutes item 4"));
     assert!(dom.contains("2026-10-03"));
     assert!(dom.contains("49 for, 3 against, 5 abstaining"));
-    // Now-figures, devices, freshness and the plan chart.
+    // A rejected assembly file is shown, located, in an alert.
+    assert!(dom.contains("<section id=\"assembly-errors\" class=\"alarm\" role=\"alert\">"));
+    assert!(dom.contains("assembly.toml:31:12: tiers[4].loads[2]: unknown load \"home_zawadi\""));
+    // Now-figures, devices, freshness and the plan chart. Numbers keep their unit on the same
+    // line (a no-break space, serialised as &nbsp;).
     assert_eq!(
         element_text(&dom, "battery").split('<').next().unwrap(),
-        "41 %"
+        "41&nbsp;%"
     );
-    assert!(dom.contains("giving 1.8 kW"));
+    assert!(dom.contains("giving 1.8&nbsp;kW"));
     assert!(dom.contains("OFFLINE"));
     assert!(element_text(&dom, "freshness").starts_with("Last update"));
     assert!(
@@ -364,8 +390,36 @@ async fn page_follows_the_cycle_once_connected() {
         .unwrap();
 
     assert_eq!(element_text(&dom, "status-text"), "Plenty", "{dom}");
-    assert_eq!(element_text(&dom, "pv"), "4.3 kW");
+    assert_eq!(element_text(&dom, "pv"), "4.3&nbsp;kW");
     assert!(dom.contains("workshop on: surplus of 2.4 kW after tiers 1-4"));
     assert!(dom.contains("data-load-id=\"workshop\" data-on=\"true\""));
     assert!(!dom.contains("workshop off: tier 5"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_warns_when_the_data_is_stale() {
+    let Some(chromium) = chromium() else { return };
+    let config = village();
+    let server = start(evening(
+        &config,
+        chrono::Utc::now() - chrono::Duration::minutes(10),
+    ))
+    .await;
+    let url = server.url.clone();
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("<div id=\"stale\" class=\"warning\" role=\"alert\">"),
+        "no visible stale warning: {dom}"
+    );
+    let warning = element_text(&dom, "stale");
+    assert!(warning.contains("min old"), "{warning}");
+    assert!(
+        warning.contains("the controller may have stopped"),
+        "{warning}"
+    );
+    assert!(element_text(&dom, "freshness").starts_with("Last update 10 min ago"));
+    // The values are still shown, marked as old rather than hidden.
+    assert!(dom.contains("data-load-id=\"workshop\""));
 }

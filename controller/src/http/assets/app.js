@@ -32,9 +32,10 @@
   function watts(w) {
     if (!known(w)) return "unknown";
     var a = Math.abs(w);
-    if (a >= 1000) return (w / 1000).toFixed(a >= 10000 ? 0 : 1) + " kW";
-    return Math.round(w) + " W";
+    if (a >= 1000) return (w / 1000).toFixed(a >= 10000 ? 0 : 1) + "\u00A0kW";
+    return Math.round(w) + "\u00A0W";
   }
+  function pct(p) { return Math.round(p) + "\u00A0%"; }
   function title(name) { var s = String(name).replace(/_/g, " "); return s.charAt(0).toUpperCase() + s.slice(1); }
   function two(n) { return (n < 10 ? "0" : "") + n; }
   function clock(iso) { var d = new Date(iso); return isNaN(d) ? "?" : two(d.getHours()) + ":" + two(d.getMinutes()); }
@@ -64,7 +65,7 @@
   function renderFigures(s) {
     setText("pv", watts(s.pv_watts));
     var b = s.battery, dd = $("battery");
-    dd.textContent = b && known(b.soc_percent) ? Math.round(b.soc_percent) + " %" : (b ? "unknown" : "none");
+    dd.textContent = b && known(b.soc_percent) ? pct(b.soc_percent) : (b ? "unknown" : "none");
     if (b && known(b.watts)) {
       var how = b.watts < -5 ? "charging " + watts(-b.watts) : b.watts > 5 ? "giving " + watts(b.watts) : "resting";
       dd.appendChild(el("small", null, how));
@@ -77,9 +78,9 @@
     var li = el("li", "load", null, [
       el("div", "load-head", null, [
         el("span", "badge " + (l.on ? "on" : "off"), l.on ? "ON" : "OFF"),
-        el("span", "load-name", l.name || l.id),
-        el("span", "watts", "gets " + watts(l.allocated_watts) + " \u00B7 uses " + watts(l.measured_watts))
+        el("span", "load-name", l.name || l.id)
       ]),
+      el("p", "watts", "gets " + watts(l.allocated_watts) + " \u00B7 uses " + watts(l.measured_watts)),
       el("p", "reason", l.reason)
     ]);
     li.id = "load-" + l.id;
@@ -212,7 +213,7 @@
     row("Votes", d.votes_for + " for, " + d.votes_against + " against, " + d.abstentions + " abstaining");
     row("Present", d.present + " (quorum " + d.quorum + ")" + (d.present >= d.quorum ? "" : " \u2014 below quorum"));
     var r = assembly.health_reserve;
-    if (r) row("Kept for " + r.tier, "battery reserve of at least " + watts(r.min_wh).replace("W", "Wh") + ", plus " + r.margin_percent + " %");
+    if (r) row("Kept for " + r.tier, "battery reserve of at least " + watts(r.min_wh).replace("W", "Wh") + ", plus " + pct(r.margin_percent));
     box.textContent = "";
     box.appendChild(dl);
   }
@@ -234,7 +235,7 @@
     var box = $("plan-chart"), steps = (plan && plan.steps) || [];
     box.textContent = "";
     if (!steps.length) { setText("plan-summary", "No plan yet."); return; }
-    var W = 640, H = 240, L = 46, R = 40, T = 12, B = 26, n = steps.length;
+    var W = 420, H = 230, L = 44, R = 42, T = 10, B = 22, n = steps.length;
     var ranks = rankOf(), used = {}, maxW = 100, energyWh = 0, hours = (plan.step_minutes || 15) / 60;
     var stacks = steps.map(function (s) {
       var by = {}, total = 0;
@@ -259,9 +260,9 @@
       var y = yW(maxW * f);
       g.appendChild(svg("line", { x1: L, x2: W - R, y1: y, y2: y, "class": "grid" }));
       g.appendChild(svg("text", { x: L - 4, y: y + 4, "text-anchor": "end" }, watts(maxW * f)));
-      g.appendChild(svg("text", { x: W - R + 4, y: y + 4 }, Math.round(100 * f) + " %"));
+      g.appendChild(svg("text", { x: W - R + 4, y: y + 4 }, pct(100 * f)));
     });
-    var every = Math.max(1, Math.round(n / 6));
+    var every = Math.max(1, Math.round(n / 4));
     stacks.forEach(function (by, i) {
       var base = 0;
       Object.keys(by).map(Number).sort(function (a, b) { return a - b; }).forEach(function (r) {
@@ -269,7 +270,7 @@
         g.appendChild(svg("rect", { x: x(i) + 0.5, width: Math.max(bw - 1, 0.5), y: yW(top), height: Math.max(yW(base) - yW(top), 0), "class": "t" + r }));
         base = top;
       });
-      if (i % every === 0) g.appendChild(svg("text", { x: x(i), y: H - 8 }, clock(steps[i].start)));
+      if (i % every === 0) g.appendChild(svg("text", { x: x(i), y: H - 6 }, clock(steps[i].start)));
     });
     function line(cls, value, y) {
       var d = "", pen = "M";
@@ -297,7 +298,7 @@
     var words = [];
     if (soc.length) {
       var lo = soc.reduce(function (a, b) { return b.soc_percent < a.soc_percent ? b : a; });
-      words.push("The battery is planned to go no lower than " + Math.round(lo.soc_percent) + " % (at " + clock(lo.start) + ").");
+      words.push("The battery is planned to go no lower than " + pct(lo.soc_percent) + " (at " + clock(lo.start) + ").");
     }
     var peak = steps.reduce(function (a, b) { return (b.pv_watts || 0) > (a.pv_watts || 0) ? b : a; });
     if (known(peak.pv_watts) && peak.pv_watts > 0) words.push("Solar peaks at " + watts(peak.pv_watts) + " around " + clock(peak.start) + ".");
