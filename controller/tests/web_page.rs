@@ -414,7 +414,7 @@ async fn page_warns_when_the_data_is_stale() {
         "no visible stale warning: {dom}"
     );
     let warning = element_text(&dom, "stale");
-    assert!(warning.contains("min old"), "{warning}");
+    assert!(warning.contains("more than 30 s"), "{warning}");
     assert!(
         warning.contains("the controller may have stopped"),
         "{warning}"

@@ -136,6 +136,11 @@
   }
 
   function onState(s) {
+    // A poll answered late must not undo a newer event; a big jump back is a clock reset, kept.
+    if (state) {
+      var back = Date.parse(state.time) - Date.parse(s.time);
+      if (back > 0 && back < 60000) return;
+    }
     state = s;
     lastReceived = Date.now();
     guard("status", function () { renderStatus(s); });
@@ -158,11 +163,12 @@
     var age = Math.max(0, (Date.now() + skewMs - Date.parse(state.time)) / 1000);
     var how = source && source.readyState === 1 ? "live" : "checking every " + POLL_MS / 1000 + " s";
     setText("freshness", (isNaN(age) ? "Last update time unknown" : "Last update " + ago(age) + " ago") + " \u00B7 " + how);
-    var warn = $("stale");
+    // The warning is an alert: its text changes only when the situation does, not every second.
+    var warn = $("stale"), says = (reachable ? "" : "Cannot reach the controller. ") +
+      "No fresh values for more than " + STALE_AFTER_S + " s: the controller may have stopped. " +
+      "What you see may be out of date.";
     if (isNaN(age) || age > STALE_AFTER_S || !reachable) {
-      warn.textContent = (reachable ? "" : "Cannot reach the controller. ") +
-        "These values are " + (isNaN(age) ? "of unknown age" : ago(age) + " old") +
-        ": the controller may have stopped. What you see may be out of date.";
+      if (warn.textContent !== says) warn.textContent = says;
       warn.hidden = false;
     } else {
       warn.hidden = true;
