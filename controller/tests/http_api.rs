@@ -833,3 +833,42 @@ async fn shutdown_ends_event_streams_and_returns_promptly() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_path_that_does_not_decode_gets_a_json_400() {
+    let server = Server::start().await;
+    let reply = server.get("/assets/%ff%fe.js").await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let error = reply.error();
+    // axum's own plain-text rejection, carried over into the JSON body.
+    assert!(error.contains("Invalid UTF-8"), "{error}");
+}
+
+#[tokio::test]
+async fn garbage_on_the_socket_gets_a_400_and_the_server_carries_on() {
+    let server = Server::start().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&raw);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_eq!(server.get("/api/state").await.status, 200);
+}
+
+#[tokio::test]
+async fn head_requests_get_the_headers_without_a_body() {
+    let server = Server::start().await;
+    let reply = request(server.port, "HEAD", "/api/state", &[], b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert!(reply.body.is_empty());
+}
