@@ -72,7 +72,8 @@ impl Shared {
     }
 }
 
-/// The whole API and page as one router.
+/// The whole API and page as one router, for a caller that serves it itself. Its event streams
+/// end only when the cycle's sender is dropped; `serve` also ends them on shutdown.
 pub fn router(app: App) -> Router {
     build(app, None)
 }
