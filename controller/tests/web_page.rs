@@ -201,30 +201,57 @@ fn evening(config: &communalia_config::Config, now: chrono::DateTime<chrono::Utc
     }
 }
 
-/// A loopback proxy that cuts every connection `after` it was opened, as a phone's flaky Wi-Fi
-/// would. Headless chromium's virtual clock stands still while a request is open, and an event
-/// stream stays open for ever; cutting it lets the clock (and the page) move on, and shows the
-/// page reconnecting.
+/// A loopback proxy that cuts each event stream `after` it was asked for, as a phone's flaky
+/// Wi-Fi would; other requests pass untouched. Headless chromium's virtual clock stands still
+/// while a request is open, and an event stream stays open for ever: cutting it lets the clock
+/// (and the page) move on, and makes the page reconnect.
 async fn flaky_proxy(to: std::net::SocketAddr, after: Duration) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::time::timeout(
-                        after,
-                        tokio::io::copy_bidirectional(&mut client, &mut server),
-                    )
-                    .await;
-                }
-            });
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(pipe(client, to, after));
         }
     });
     addr
+}
+
+async fn pipe(mut client: tokio::net::TcpStream, to: std::net::SocketAddr, after: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_server, mut to_server) = server.split();
+    let (arm, armed) = oneshot::channel::<()>();
+    let upstream = async {
+        let mut arm = Some(arm);
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+            if buf[..n].windows(11).any(|w| w == b"/api/events")
+                && let Some(arm) = arm.take()
+            {
+                let _ = arm.send(());
+            }
+            if to_server.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+    let cut = async {
+        match armed.await {
+            Ok(()) => tokio::time::sleep(after).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = upstream => {}
+        _ = downstream => {}
+        () = cut => {}
+    }
 }
 
 struct Server {
