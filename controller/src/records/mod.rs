@@ -2,4 +2,5 @@
 //! Prometheus (`/metrics`) and InfluxDB (line protocol).
 
 pub mod buffer;
+pub mod influx;
 pub mod schema;
