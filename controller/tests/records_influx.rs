@@ -230,3 +230,134 @@ async fn points_left_on_disk_at_shutdown_are_sent_by_the_next_start() {
     sink.shutdown().await;
     assert_eq!(cycles_exported(&vm, site), expected(0..35));
 }
+
+/// A stand-in for the database that records every line it accepts, in arrival order: it
+/// answers 503 while `down`, and 400 to a body holding a `poison` line.
+#[derive(Default)]
+struct Recorder {
+    down: std::sync::atomic::AtomicBool,
+    unavailable: std::sync::atomic::AtomicU64,
+    lines: std::sync::Mutex<Vec<String>>,
+    requests: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+async fn recorder() -> (String, std::sync::Arc<Recorder>) {
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    async fn write(
+        State(r): State<Arc<Recorder>>,
+        Query(q): Query<HashMap<String, String>>,
+        headers: HeaderMap,
+        body: String,
+    ) -> StatusCode {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let params = format!(
+            "org={} bucket={} precision={}",
+            q.get("org").map_or("", |s| s),
+            q.get("bucket").map_or("", |s| s),
+            q.get("precision").map_or("", |s| s)
+        );
+        r.requests.lock().unwrap().push((params, auth));
+        if r.down.load(Ordering::Relaxed) {
+            r.unavailable.fetch_add(1, Ordering::Relaxed);
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        if body.contains("poison") {
+            return StatusCode::BAD_REQUEST;
+        }
+        r.lines
+            .lock()
+            .unwrap()
+            .extend(body.lines().map(str::to_owned));
+        StatusCode::NO_CONTENT
+    }
+    let state = Arc::new(Recorder::default());
+    let app = axum::Router::new()
+        .route("/api/v2/write", axum::routing::post(write))
+        .with_state(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_arrive_exactly_once_and_in_push_order_across_server_errors() {
+    use std::sync::atomic::Ordering;
+    let (url, rec) = recorder().await;
+    let buf = tempfile::tempdir().unwrap();
+    let sink = InfluxSink::spawn(settings(&url, buf.path())).unwrap();
+    let line = |i: u64| format!("communalia_counters,site=order cycles_total={i}.0 {i}");
+    for i in 0..10 {
+        sink.push(vec![line(i)]);
+    }
+    assert!(eventually(Duration::from_secs(10), || sink.stats().sent == 10).await);
+
+    rec.down.store(true, Ordering::Relaxed);
+    for i in 10..400 {
+        sink.push(vec![line(i), line(i + 1000)]);
+        if i % 40 == 0 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || sink.stats().buffered == 780).await,
+        "{:?}",
+        sink.stats()
+    );
+    assert!(
+        rec.unavailable.load(Ordering::Relaxed) >= 2,
+        "the writer retried while the server answered 503"
+    );
+    rec.down.store(false, Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(20), || sink.stats().sent == 790).await,
+        "{:?}",
+        sink.stats()
+    );
+    let mut want: Vec<String> = (0..10).map(line).collect();
+    for i in 10..400 {
+        want.push(line(i));
+        want.push(line(i + 1000));
+    }
+    assert_eq!(*rec.lines.lock().unwrap(), want);
+    for (params, auth) in rec.requests.lock().unwrap().iter() {
+        assert_eq!(params, "org=org bucket=bucket precision=ns");
+        assert_eq!(auth, "Token token");
+    }
+    let stats = sink.shutdown().await;
+    assert_eq!((stats.buffered, stats.dropped), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_database_refuses_as_malformed_is_dropped_and_does_not_block_the_rest() {
+    let (url, rec) = recorder().await;
+    let buf = tempfile::tempdir().unwrap();
+    let mut s = settings(&url, buf.path());
+    s.batch_points = 1;
+    let sink = InfluxSink::spawn(s).unwrap();
+    sink.push(vec![
+        "m v=1.0 1".into(),
+        "poison v=2.0 2".into(),
+        "m v=3.0 3".into(),
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let s = sink.stats();
+            s.sent == 2 && s.dropped == 1
+        })
+        .await,
+        "{:?}",
+        sink.stats()
+    );
+    assert_eq!(*rec.lines.lock().unwrap(), vec!["m v=1.0 1", "m v=3.0 3"]);
+    sink.shutdown().await;
+}

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -196,6 +196,8 @@ struct Pending {
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// Set by `shutdown`: a long drain of the disk buffer stops early, the rest stays on disk.
+    stopping: AtomicBool,
     wake: Notify,
     counts: Counts,
     pending_max: u64,
@@ -241,6 +243,7 @@ impl InfluxSink {
         }
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
+            stopping: AtomicBool::new(false),
             wake: Notify::new(),
             counts: Counts::default(),
             pending_max: cfg.buffer_max_points.clamp(1, MEMORY_MAX_POINTS),
@@ -317,6 +320,7 @@ impl InfluxSink {
     /// Stops the task: what is waiting in memory is written when the database is up and the disk
     /// buffer is empty, otherwise it is left on disk for the next start.
     pub async fn shutdown(mut self) -> SinkStats {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -439,7 +443,7 @@ impl Writer {
     }
 
     async fn send_disk(&mut self) {
-        loop {
+        while !self.shared.stopping.load(Ordering::Relaxed) {
             let (seq, text) = match self.disk.oldest() {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
