@@ -1,6 +1,9 @@
 //! The InfluxDB writer against a real server that speaks the InfluxDB v2 write API
 //! (victoria-metrics): names and values, an outage, the bound, and a restart.
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod records_support;
 
 use std::time::{Duration, Instant};
