@@ -631,6 +631,38 @@ mod tests {
     }
 
     #[test]
+    fn settings_from_the_site_file_keep_its_batch_and_bound_and_place_the_buffer_beside_it() {
+        let cfg = communalia_config::Influxdb {
+            url: "http://db:8086".into(),
+            org: "village".into(),
+            bucket: "communalia".into(),
+            token: communalia_config::Token::Env("T".into()),
+            batch_points: 250,
+            buffer_dir: "influxdb-buffer".into(),
+            buffer_max_points: 1234,
+        };
+        let s = InfluxSettings::from_config(&cfg, "tok".into(), Path::new("/etc/communalia"));
+        assert_eq!(s.url, "http://db:8086");
+        assert_eq!(
+            (s.org.as_str(), s.bucket.as_str()),
+            ("village", "communalia")
+        );
+        assert_eq!(s.token, "tok");
+        assert_eq!(s.batch_points, 250);
+        assert_eq!(s.buffer_max_points, 1234);
+        assert_eq!(
+            s.buffer_dir,
+            PathBuf::from("/etc/communalia/influxdb-buffer")
+        );
+        let abs = communalia_config::Influxdb {
+            buffer_dir: "/var/lib/communalia/buf".into(),
+            ..cfg
+        };
+        let s = InfluxSettings::from_config(&abs, String::new(), Path::new("/etc/communalia"));
+        assert_eq!(s.buffer_dir, PathBuf::from("/var/lib/communalia/buf"));
+    }
+
+    #[test]
     fn the_token_is_not_shown_in_debug_output() {
         let s = InfluxSettings::new("http://x", "o", "b", "hunter2", "/tmp");
         assert!(!format!("{s:?}").contains("hunter2"));
