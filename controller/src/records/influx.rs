@@ -413,6 +413,8 @@ impl Writer {
     fn take_pending(&mut self) {
         let mut p = lock(&self.shared.pending);
         self.mem.extend(p.lines.drain(..));
+        // Under the same lock as `stats` reads, so the lines are never counted nowhere.
+        self.publish_buffered();
     }
 
     fn publish_buffered(&self) {
