@@ -186,6 +186,31 @@ pub const SERIES: &[Series] = &[
     CYCLES,
 ];
 
+/// The table of every series, for `dashboards/README.md` (a test keeps that file up to date).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| Measurement (InfluxDB) | Field | Prometheus metric | Tags / labels | Type | Meaning |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for s in SERIES {
+        let kind = match s.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let tags: Vec<String> = s.tags.iter().map(|t| format!("`{t}`")).collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | `{}` | {} | {kind} | {} |",
+            s.measurement,
+            s.field,
+            s.metric(),
+            tags.join(", "),
+            s.help
+        );
+    }
+    out
+}
+
 /// Counters the controller keeps across cycles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
