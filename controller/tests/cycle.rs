@@ -267,6 +267,23 @@ fn an_offline_plug_gets_no_command_and_shows_the_fault() {
 }
 
 #[test]
+fn nothing_is_switched_before_every_device_has_answered_or_failed_once() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let site = Site::new(&m, 0.0, 25.0);
+    let mut image = site.image(evening());
+    image.devices[1].last = None; // the battery has not been read yet
+    let out = core.step(&image);
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    image.devices[1].error = Some("no answer within 1s".into());
+    let out = core.step(&image);
+    assert!(
+        !out.commands.is_empty(),
+        "a failed read is an answer: the fail-safes apply"
+    );
+}
+
+#[test]
 fn dry_run_explains_but_switches_nothing() {
     let m = model();
     let mut core = Core::new(m.clone(), true);

@@ -7,6 +7,8 @@ use crate::control::io::Clock;
 use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
 use crate::demo::{self, Ports, Village};
+use crate::records::influx::{InfluxSettings, InfluxSink};
+use crate::records::mqtt_state::HA_DISCOVERY_PREFIX;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +27,40 @@ pub struct Args {
     /// Read, plan and explain, but switch nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Send the village's time series to your own InfluxDB 2 (e.g. http://localhost:8086).
+    #[arg(long, value_name = "URL")]
+    influxdb_url: Option<String>,
+    #[arg(long, value_name = "O", default_value = "communalia")]
+    influxdb_org: String,
+    #[arg(long, value_name = "B", default_value = "communalia")]
+    influxdb_bucket: String,
+    /// A file holding the API token (else the INFLUXDB_TOKEN environment variable).
+    #[arg(long, value_name = "F")]
+    influxdb_token_file: Option<std::path::PathBuf>,
+}
+
+fn influx(args: &Args) -> anyhow::Result<Option<InfluxSink>> {
+    let Some(url) = &args.influxdb_url else {
+        return Ok(None);
+    };
+    let token = match &args.influxdb_token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", f.display()))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("INFLUXDB_TOKEN").map_err(|_| {
+            anyhow::anyhow!("--influxdb-url needs --influxdb-token-file or INFLUXDB_TOKEN")
+        })?,
+    };
+    let buffer = std::env::temp_dir().join("communalia-demo-influx");
+    let settings = InfluxSettings::new(
+        url.clone(),
+        args.influxdb_org.clone(),
+        args.influxdb_bucket.clone(),
+        token,
+        buffer,
+    );
+    Ok(Some(InfluxSink::spawn(settings)?))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,20 +90,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let site = config.site.clone();
         let opts = RunOptions {
             dry_run: args.dry_run,
-            clock,
-            assembly_path: None,
-            lines: None,
-            dropped: None,
+            influx: influx(&args)?,
+            mqtt_state: super::mqtt_state_from_config(
+                &site,
+                Some(HA_DISCOVERY_PREFIX.to_string()),
+            ),
+            ..RunOptions::new(clock)
         };
+        let influx_url = args.influxdb_url.clone();
         let running = runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        let page = super::serve_http(&site, running.published.clone()).await?;
-        println!("Communalia demo: the village of {} ({}x speed)", site.name, args.speed);
-        if let Some(page) = page {
-            println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /metrics)");
+        let page = super::serve_http(&site, running.published.clone(), std::path::Path::new("."))
+            .await?;
+        println!("Communalia demo: {} ({}x speed)", site.name, args.speed);
+        println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /metrics)");
+        if let Some(url) = influx_url {
+            println!("  time series   {url} (org {}, bucket {})", args.influxdb_org, args.influxdb_bucket);
         }
         println!(
-            "  MQTT broker   {}   (watch: mosquitto_sub -h {} -p {} -t '#' -v)",
+            "  MQTT broker   {}   (state on communalia/{}/state; watch: mosquitto_sub -h {} -p {} -t '#' -v)",
             village.broker,
+            site.id,
             village.broker.ip(),
             village.broker.port()
         );

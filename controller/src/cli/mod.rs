@@ -11,10 +11,15 @@ pub mod simulate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use communalia_drivers::mqtt::MqttConfig;
 use tokio::sync::watch;
 
 use crate::http::Published;
+use crate::records::influx::{InfluxSettings, InfluxSink, resolve_token};
+use crate::records::mqtt_state::{DiscoverySite, MqttStatePublisher, MqttStateSettings};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
@@ -50,10 +55,71 @@ pub async fn shutdown_signal() {
     tracing::info!("stopping");
 }
 
-/// Serves the page and API on the site's HTTP address; returns the address bound.
+/// Serves the page and API on the site's HTTP address until the cycle stops publishing;
+/// returns the address bound.
 pub async fn serve_http(
-    _site: &communalia_config::Site,
-    _published: watch::Receiver<Arc<Published>>,
-) -> anyhow::Result<Option<SocketAddr>> {
-    Ok(None)
+    site: &communalia_config::Site,
+    published: watch::Receiver<Arc<Published>>,
+    base_dir: &std::path::Path,
+) -> anyhow::Result<SocketAddr> {
+    let listen = site.http.listen.to_string();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {listen} (choose another address)"))?;
+    let addr = listener.local_addr()?;
+    let write_token = match &site.http.write_token_file {
+        Some(file) => {
+            let path = base_dir.join(file);
+            let token = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the HTTP write token file {}", path.display()))?;
+            Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+        }
+        None => None,
+    };
+    let app = crate::http::App {
+        published: published.clone(),
+        write_token,
+        // Five missed cycles and the page and /healthz say the data is stale.
+        stale_after: site.interval * 5 + Duration::from_secs(5),
+        extra: axum::Router::new(),
+    };
+    let mut done = published;
+    let stop = async move { while done.changed().await.is_ok() {} };
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, stop).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(addr)
+}
+
+/// The InfluxDB writer of the site file's `[influxdb]` section, if any.
+pub fn influx_from_config(
+    site: &communalia_config::Site,
+    base_dir: &std::path::Path,
+) -> anyhow::Result<Option<InfluxSink>> {
+    let Some(cfg) = &site.influxdb else {
+        return Ok(None);
+    };
+    let token = resolve_token(&cfg.token, base_dir)?;
+    let settings = InfluxSettings::from_config(cfg, token, base_dir);
+    Ok(Some(InfluxSink::spawn(settings)?))
+}
+
+/// The MQTT state publisher for the site's broker, if it has one.
+pub fn mqtt_state_from_config(
+    site: &communalia_config::Site,
+    discovery_prefix: Option<String>,
+) -> Option<MqttStatePublisher> {
+    let m = site.mqtt.as_ref()?;
+    let mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, m.client_id.clone());
+    Some(MqttStatePublisher::start(MqttStateSettings {
+        mqtt,
+        site: DiscoverySite {
+            site_id: site.id.clone(),
+            site_name: site.name.clone(),
+            has_battery: site.battery.is_some(),
+        },
+        discovery_prefix,
+    }))
 }

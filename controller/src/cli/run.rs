@@ -38,17 +38,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let site = config.site.clone();
+        let base_dir = args
+            .config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
         let opts = RunOptions {
             dry_run: args.dry_run,
-            clock: Clock::real(),
             assembly_path: Some(assembly_path),
-            lines: None,
-            dropped: None,
+            influx: super::influx_from_config(&site, &base_dir)?,
+            mqtt_state: super::mqtt_state_from_config(&site, None),
+            ..RunOptions::new(Clock::real())
         };
         let running =
             runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        super::serve_http(&site, running.published.clone()).await?;
-        tracing::info!(site = %site.id, dry_run = args.dry_run, "controller running");
+        let addr = super::serve_http(&site, running.published.clone(), &base_dir).await?;
+        tracing::info!(site = %site.id, dry_run = args.dry_run, http = %addr, "controller running");
         running.task.await??;
         Ok(ExitCode::SUCCESS)
     })

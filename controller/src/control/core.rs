@@ -188,6 +188,15 @@ impl Core {
                     .map(|(at, _)| rfc3339(*at)),
             });
         }
+        // Until every device has answered or failed once, nothing is switched: a controller that
+        // just started knows too little to cut anyone.
+        let starting = site.devices.iter().any(|d| {
+            image
+                .devices
+                .iter()
+                .find(|i| i.id == d.id)
+                .is_none_or(|i| i.last.is_none() && i.error.is_none())
+        });
         let has_inverter = site.devices.iter().any(|d| {
             matches!(
                 d.kind,
@@ -322,7 +331,8 @@ impl Core {
                 }
                 _ => (input.on != Some(on)).then_some(Action::Switch(on)),
             };
-            if let (Some(action), false, true) = (action, self.dry_run, reachable) {
+            if let (Some(action), false, false, true) = (action, self.dry_run, starting, reachable)
+            {
                 commands.push(Command {
                     load: a.id.clone(),
                     action,

@@ -15,6 +15,8 @@ use super::core::{Action, Command, Core, Outcome};
 use super::io::{self, Clock, Loads};
 use super::model::SiteModel;
 use crate::http::Published;
+use crate::records::influx::InfluxSink;
+use crate::records::mqtt_state::MqttStatePublisher;
 use crate::records::schema::{self, Counters, Sample};
 use crate::state::StateView;
 
@@ -33,10 +35,23 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Watched for changes; `None` when the assembly is fixed (tests).
     pub assembly_path: Option<PathBuf>,
-    /// Where each cycle's time-series lines go (InfluxDB writer), if anywhere.
-    pub lines: Option<Box<dyn FnMut(Vec<String>) + Send>>,
-    /// Extra state of the records: points dropped by the InfluxDB writer so far.
-    pub dropped: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// Where each cycle's time series go, if anywhere; flushed (or left on disk) at shutdown.
+    pub influx: Option<InfluxSink>,
+    /// Publishes the state on MQTT (retained), with Home Assistant discovery if configured.
+    pub mqtt_state: Option<MqttStatePublisher>,
+}
+
+impl RunOptions {
+    /// Real time, no records, switching for real.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            dry_run: false,
+            clock,
+            assembly_path: None,
+            influx: None,
+            mqtt_state: None,
+        }
+    }
 }
 
 /// The running controller's outputs.
@@ -143,8 +158,8 @@ pub async fn start(
                         counters.mqtt_malformed_payloads = loads.malformed();
                     }
                     counters.cycles += 1;
-                    if let Some(dropped) = &opts.dropped {
-                        counters.influxdb_points_dropped = dropped();
+                    if let Some(sink) = &opts.influx {
+                        counters.influxdb_points_dropped = sink.stats().dropped;
                     }
                     let sample = Sample {
                         state: &outcome.state,
@@ -152,9 +167,12 @@ pub async fn start(
                         counters,
                     };
                     let points = schema::points(&sample);
-                    if let Some(lines) = opts.lines.as_mut() {
+                    if let Some(sink) = &opts.influx {
                         let ns = image.at.timestamp_nanos_opt().unwrap_or(0);
-                        lines(schema::line_protocol(&points, ns));
+                        sink.push(schema::line_protocol(&points, ns));
+                    }
+                    if let Some(mqtt) = &opts.mqtt_state {
+                        mqtt.publish(&outcome.state);
                     }
                     let fresh = core.plan_view();
                     if fresh.generated_at != plan_view.0 {
@@ -195,6 +213,18 @@ pub async fn start(
         tasks.abort_all();
         if let Some(loads) = &loads {
             leave_safe(&core, loads).await;
+        }
+        if let Some(sink) = opts.influx.take() {
+            let stats = sink.shutdown().await;
+            tracing::info!(
+                sent = stats.sent,
+                left_on_disk = stats.buffered,
+                dropped = stats.dropped,
+                "time series flushed"
+            );
+        }
+        if let Some(mqtt) = opts.mqtt_state.take() {
+            mqtt.shutdown(Duration::from_secs(2)).await;
         }
         Ok(())
     });
