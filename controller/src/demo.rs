@@ -43,14 +43,25 @@ pub struct Ports {
 /// The village example's configuration, moved onto the demo's ports. Staleness limits are
 /// stretched by `speed` since the devices' timestamps are in simulated time.
 pub fn village_config(ports: &Ports, speed: f64) -> anyhow::Result<cfg::Config> {
+    config_from(SITE_TOML, ASSEMBLY_TOML, ports, speed)
+}
+
+/// A site and assembly given as text, moved onto the demo's ports: device `i` (in file order)
+/// listens on `modbus_base + i`.
+pub fn config_from(
+    site: &str,
+    assembly: &str,
+    ports: &Ports,
+    speed: f64,
+) -> anyhow::Result<cfg::Config> {
     let mut config = cfg::load(
         "village/site.toml",
-        SITE_TOML.as_bytes().to_vec(),
+        site.as_bytes().to_vec(),
         |name: &str| {
             if name == "assembly.toml" {
                 Ok((
                     "village/assembly.toml".to_string(),
-                    ASSEMBLY_TOML.as_bytes().to_vec(),
+                    assembly.as_bytes().to_vec(),
                 ))
             } else {
                 Err(format!("{name} is not part of the demo"))

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+mod cycle;
 mod drivers;
 mod ledger;
 mod planner;
@@ -16,6 +17,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Target {
+    /// The full control cycle for a village of 5 Modbus devices and 60 plugs on loopback.
+    Cycle(cycle::Args),
     /// Allocation, horizon and self-consumption (EMHASS-style) problems.
     Planner(planner::Args),
     /// Concurrent Modbus reads and MQTT plug telemetry on loopback.
@@ -26,6 +29,7 @@ enum Target {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.target {
+        Target::Cycle(a) => cycle::run(a),
         Target::Planner(a) => planner::run(a),
         Target::Drivers(a) => drivers::run(a),
         Target::Ledger(a) => ledger::run(a),
