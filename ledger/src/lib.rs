@@ -16,6 +16,7 @@ pub mod codec;
 pub mod day;
 pub mod demurrage;
 pub mod entry;
+pub mod fixtures;
 pub mod ledger;
 pub mod params;
 pub mod reject;

@@ -423,7 +423,12 @@ impl State {
             (None, Some(b)) => b,
             (None, None) => return Err(Reject::NotGenesis),
         };
-        let change = plan_body(books, &self.members, &self.keys, &self.closed, e, id)?;
+        let just_closed: HashMap<Hash, Closed> = events.iter().filter_map(closed_by).collect();
+        let closed = Closes {
+            before: &self.closed,
+            now: &just_closed,
+        };
+        let change = plan_body(books, &self.members, &self.keys, &closed, e, id)?;
         events.extend(change.apply(books, &mut self.members, &mut self.keys)?);
         if let Some(b) = moved {
             self.books = Some(b);
@@ -435,20 +440,7 @@ impl State {
         }
         self.seen.insert(id);
         self.entries += 1;
-        for ev in &events {
-            match ev {
-                Event::ClaimPosted { claim, .. } => {
-                    self.closed.insert(*claim, Closed::ClaimPosted);
-                }
-                Event::ClaimExpired { claim } => {
-                    self.closed.insert(*claim, Closed::ClaimExpired);
-                }
-                Event::CreditPosted { credit, .. } => {
-                    self.closed.insert(*credit, Closed::CreditPosted);
-                }
-                _ => {}
-            }
-        }
+        self.closed.extend(events.iter().filter_map(closed_by));
         Ok(Applied { id, events })
     }
 
@@ -699,7 +691,7 @@ fn plan_body(
     b: &Books,
     members: &[Member],
     keys: &HashSet<[u8; 32]>,
-    closed: &HashMap<Hash, Closed>,
+    closed: &Closes<'_>,
     e: &Entry,
     id: Hash,
 ) -> Result<Change, Reject> {
@@ -996,8 +988,23 @@ fn plan_body(
     })
 }
 
-fn closed_or_unknown(closed: &HashMap<Hash, Closed>, id: Hash) -> Reject {
-    match closed.get(&id) {
+fn closed_by(ev: &Event) -> Option<(Hash, Closed)> {
+    match ev {
+        Event::ClaimPosted { claim, .. } => Some((*claim, Closed::ClaimPosted)),
+        Event::ClaimExpired { claim } => Some((*claim, Closed::ClaimExpired)),
+        Event::CreditPosted { credit, .. } => Some((*credit, Closed::CreditPosted)),
+        _ => None,
+    }
+}
+
+/// Claims and credits closed before this entry, and by the day change it causes.
+struct Closes<'a> {
+    before: &'a HashMap<Hash, Closed>,
+    now: &'a HashMap<Hash, Closed>,
+}
+
+fn closed_or_unknown(closed: &Closes<'_>, id: Hash) -> Reject {
+    match closed.now.get(&id).or_else(|| closed.before.get(&id)) {
         Some(Closed::ClaimPosted) => Reject::ClaimPosted(id),
         Some(Closed::ClaimExpired) => Reject::ClaimExpired(id),
         Some(Closed::CreditPosted) => Reject::CreditPosted(id),
