@@ -1,4 +1,5 @@
 //! The ledger's rules, one behaviour per test, over the in-memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use communalia_ledger::fixtures::{Village, key};
 use communalia_ledger::{
