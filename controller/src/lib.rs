@@ -5,5 +5,6 @@ pub mod broker;
 pub mod cli;
 pub mod config_files;
 pub mod forecast;
+pub mod ledger_http;
 pub mod records;
 pub mod state;
