@@ -143,7 +143,8 @@ impl Village {
                 let to = (from + 1 + round % (n - 1)) % n;
                 let bal = l.balance(Village::member(from), None)?;
                 let to_bal = l.balance(Village::member(to), None)?;
-                let amount = Millis(bal.0.min(1_500).min(500_000 - to_bal.0));
+                let ceiling = l.params_on(day).map_or(0, |p| p.account_ceiling.0);
+                let amount = Millis(bal.0.min(1_500).min(ceiling - to_bal.0));
                 if amount.0 <= 0 {
                     continue;
                 }

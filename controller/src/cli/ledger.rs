@@ -369,6 +369,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The ledger parameters for an assembly's Communs rates (the controller's mapping from the
+/// configuration to the ledger's own types). Both meter kinds use the per-kWh-shifted rate.
+pub fn params_from_communs(c: &communalia_config::model::Communs) -> anyhow::Result<Params> {
+    let p = Params {
+        demurrage: Rate::from_percent_per_year(c.demurrage_percent_per_year)?,
+        account_ceiling: Millis(c.account_ceiling_millis),
+        attestations_needed: c.attestations_needed,
+        claim_expiry_days: c.claim_expiry_days,
+        attester_daily_budget: c.attester_daily_budget,
+        per_hour_maintenance: Millis(c.per_hour_maintenance_millis),
+        per_kwh_shifted: Millis(c.per_kwh_shifted_millis),
+        per_kwh_given: Millis(c.per_kwh_shifted_millis),
+        meter_daily_cap: Millis(c.meter_credit_daily_cap_millis),
+        contest_days: c.contest_days,
+        ..Params::default()
+    };
+    let problems = p.problems();
+    if !problems.is_empty() {
+        bail!("assembly Communs rates: {}", problems.join("; "));
+    }
+    Ok(p)
+}
+
 fn print_receipt(what: &str, r: &communalia_ledger::Receipt) {
     println!("{what} recorded (entry {}, {})", r.index, r.id);
     for ev in &r.events {
@@ -593,4 +616,34 @@ fn describe<S: Store>(l: &Ledger<S>, e: &communalia_ledger::LogEntry) -> String 
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembly_rates_map_onto_ledger_parameters() {
+        let c = communalia_config::model::Communs {
+            per_kwh_shifted_millis: 800,
+            per_hour_maintenance_millis: 12_000,
+            demurrage_percent_per_year: 6.0,
+            account_ceiling_millis: 500_000,
+            attestations_needed: 3,
+            claim_expiry_days: 14,
+            meter_credit_daily_cap_millis: 4_000,
+            contest_days: 3,
+            attester_daily_budget: 5,
+        };
+        let p = params_from_communs(&c).unwrap();
+        assert_eq!(p.demurrage.ppb_per_day(), 169_507);
+        assert_eq!(p.per_kwh_given, Millis(800));
+        assert_eq!(p.meter_daily_cap, Millis(4_000));
+        let bad = communalia_config::model::Communs {
+            attestations_needed: 0,
+            ..c
+        };
+        let e = params_from_communs(&bad).unwrap_err().to_string();
+        assert!(e.contains("attestations_needed"), "{e}");
+    }
 }
