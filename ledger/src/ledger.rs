@@ -4,6 +4,7 @@
 use ed25519_dalek::SigningKey;
 
 use crate::amount::Millis;
+use crate::batch::{BATCH, verify_batch};
 use crate::codec::DecodeError;
 use crate::day::Day;
 use crate::entry::{Body, Entry, Hash, MemberId, MeterKind, Role, Unsigned};
@@ -96,10 +97,25 @@ impl VerifyReport {
     }
 }
 
+type Replayed = (State, Vec<LogEntry>, Hash, Option<LedgerError>);
+
 /// Replays records into a state, checking encoding, signatures, chains and every rule.
+/// Signatures are first checked in batches; if anything at all fails, the replay starts again
+/// with strict one-by-one verification, which names the first bad entry exactly.
+fn replay(site: &str, records: &[Record]) -> Replayed {
+    let fast = replay_with(site, records, true);
+    if fast.3.is_none() {
+        return fast;
+    }
+    replay_with(site, records, false)
+}
+
 /// Stops at the first bad record (what follows cannot be trusted).
-fn replay(site: &str, records: &[Record]) -> (State, Vec<LogEntry>, Hash, Option<LedgerError>) {
+fn replay_with(site: &str, records: &[Record], batched: bool) -> Replayed {
     let mut state = State::new(site);
+    if batched {
+        state.defer_signatures();
+    }
     let mut log = Vec::with_capacity(records.len());
     let mut head = Hash::ZERO;
     for (i, r) in records.iter().enumerate() {
@@ -148,7 +164,16 @@ fn replay(site: &str, records: &[Record]) -> (State, Vec<LogEntry>, Hash, Option
             entry,
             events: applied.events,
         });
+        if batched && (state.deferred_len() >= BATCH || index as usize == records.len()) {
+            let batch = state.take_deferred();
+            if !verify_batch(&batch) {
+                let e = fail(None, "a batch of signatures did not verify".into());
+                return (state, log, head, Some(e));
+            }
+        }
     }
+    // Entries appended after the replay are verified one by one, strictly.
+    state.verify_signatures_now();
     (state, log, head, None)
 }
 

@@ -12,6 +12,7 @@
 //! them to anything else.
 
 pub mod amount;
+mod batch;
 pub mod codec;
 pub mod day;
 pub mod demurrage;

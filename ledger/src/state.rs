@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::amount::Millis;
+use crate::batch::Pending;
 use crate::codec::MAX_BYTES;
 use crate::day::Day;
 use crate::demurrage::decay_one_day;
@@ -285,6 +286,30 @@ pub struct State {
     closed: HashMap<Hash, Closed>,
     books: Option<Books>,
     entries: u64,
+    /// When set (replays of stored logs), signatures are collected here for a batch check
+    /// instead of being verified one by one.
+    deferred: Option<Vec<Pending>>,
+}
+
+/// Verifies one signature strictly, or queues it for the batch check.
+fn check_signature(
+    deferred: &mut Option<Vec<Pending>>,
+    vk: &VerifyingKey,
+    msg: &[u8],
+    sig: &[u8; 64],
+) -> bool {
+    match deferred {
+        Some(queue) => {
+            queue.push(Pending {
+                key: vk.to_edwards(),
+                key_bytes: vk.to_bytes(),
+                message: msg.to_vec(),
+                signature: *sig,
+            });
+            true
+        }
+        None => vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok(),
+    }
 }
 
 /// The result of applying one entry.
@@ -305,7 +330,31 @@ impl State {
             closed: HashMap::new(),
             books: None,
             entries: 0,
+            deferred: None,
         }
+    }
+
+    /// From now on, queue signatures for batch verification (see `take_deferred`).
+    pub(crate) fn defer_signatures(&mut self) {
+        self.deferred = Some(Vec::new());
+    }
+
+    /// Back to strict one-by-one verification (after a replay).
+    pub(crate) fn verify_signatures_now(&mut self) {
+        self.deferred = None;
+    }
+
+    /// The queued signatures (empty when not deferring).
+    pub(crate) fn take_deferred(&mut self) -> Vec<Pending> {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// How many signatures are queued.
+    pub(crate) fn deferred_len(&self) -> usize {
+        self.deferred.as_ref().map_or(0, Vec::len)
     }
 
     pub fn site(&self) -> &str {
@@ -388,13 +437,12 @@ impl State {
                 expected: author.last,
             });
         }
-        let sig = Signature::from_bytes(&e.signature);
-        author
-            .vk
-            .verify_strict(&msg, &sig)
-            .map_err(|_| Reject::BadSignature(u.author))?;
+        if !check_signature(&mut self.deferred, &author.vk, &msg, &e.signature) {
+            return Err(Reject::BadSignature(u.author));
+        }
         check_role(author.role, &u.body)?;
-        self.check_cosigners(e, &msg)?;
+        let needed = self.quorum_needed();
+        check_cosigners(&self.members, needed, &mut self.deferred, e, &msg)?;
         check_sizes(&u.body)?;
 
         let today = self.books.as_ref().map_or(u.date, |b| b.today);
@@ -477,8 +525,9 @@ impl State {
         }
         check_name("founder name", founder_name)?;
         let vk = usable_key(founder_key)?;
-        vk.verify_strict(msg, &Signature::from_bytes(&e.signature))
-            .map_err(|_| Reject::BadSignature(MemberId(0)))?;
+        if !check_signature(&mut self.deferred, &vk, msg, &e.signature) {
+            return Err(Reject::BadSignature(MemberId(0)));
+        }
         let mut books = Books::new(u.date, params.clone());
         books.accounts.push(Account::default());
         self.books = Some(books);
@@ -513,8 +562,16 @@ impl State {
         let q = self.books.as_ref().map_or(1, |b| b.params.steward_quorum);
         q.min(self.active_stewards()).max(1)
     }
+}
 
-    fn check_cosigners(&self, e: &Entry, msg: &[u8]) -> Result<(), Reject> {
+fn check_cosigners(
+    members: &[Member],
+    needed: u32,
+    deferred: &mut Option<Vec<Pending>>,
+    e: &Entry,
+    msg: &[u8],
+) -> Result<(), Reject> {
+    {
         let u = &e.unsigned;
         if !u.body.needs_quorum() {
             if e.cosigners.is_empty() {
@@ -529,17 +586,15 @@ impl State {
             if signers.contains(m) {
                 return Err(Reject::DuplicateCosigner(*m));
             }
-            let member = self
-                .member(*m)
+            let member = members
+                .get(m.0 as usize)
                 .filter(|x| x.active && x.role == Role::Steward)
                 .ok_or(Reject::CosignerNotSteward(*m))?;
-            member
-                .vk
-                .verify_strict(msg, &Signature::from_bytes(sig))
-                .map_err(|_| Reject::BadCosignature(*m))?;
+            if !check_signature(deferred, &member.vk, msg, sig) {
+                return Err(Reject::BadCosignature(*m));
+            }
             signers.push(*m);
         }
-        let needed = self.quorum_needed();
         let got = signers.len() as u32;
         if got < needed {
             return Err(Reject::NoQuorum {

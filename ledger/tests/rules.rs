@@ -755,3 +755,41 @@ fn replaying_the_log_gives_the_same_state() {
     assert!(e.to_string().contains("log entry 1"), "{e}");
     let _ = Entry::decode(&l.store().records[5].bytes).unwrap();
 }
+
+#[test]
+fn after_a_batched_replay_new_entries_are_verified_one_by_one() {
+    let (mut l, v) = village(6);
+    v.traffic(&mut l, 300, day0()).unwrap();
+    let mut again = Ledger::open(l.store().clone(), SITE).unwrap();
+    let d = again.today().unwrap();
+    let forged = again
+        .draft(Village::member(0), d, Body::DemurrageEpoch)
+        .unwrap()
+        .sign(SITE, &v.members[1]);
+    assert!(again.append(&forged).is_err());
+    let forged = again
+        .draft(Village::CONTROLLER, d, Body::DemurrageEpoch)
+        .unwrap()
+        .sign(SITE, &v.members[1]);
+    assert_eq!(
+        rejected(again.append(&forged)),
+        Reject::BadSignature(Village::CONTROLLER)
+    );
+}
+
+#[test]
+fn a_bad_signature_deep_in_a_stored_log_is_named_exactly() {
+    let (mut l, v) = village(6);
+    v.traffic(&mut l, 300, day0()).unwrap();
+    let mut store = l.store().clone();
+    // Flip one bit of the signature of entry 200 (the last 68 bytes are signature + count).
+    let bytes = &mut store.records[199].bytes;
+    let at = bytes.len() - 30;
+    bytes[at] ^= 0x01;
+    let e = Ledger::open(store.clone(), SITE).unwrap_err();
+    let text = e.to_string();
+    assert!(text.starts_with("log entry 200 ("), "{text}");
+    assert!(text.contains("signature of author"), "{text}");
+    let report = communalia_ledger::verify(&store, SITE).unwrap();
+    assert_eq!(report.valid_entries, 199);
+}
