@@ -15,7 +15,7 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use sha2::{Digest, Sha512};
 
 /// Signatures per batch.
-pub(crate) const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 256;
 
 /// One signature waiting for the batch check.
 #[derive(Clone, Debug)]
