@@ -6,8 +6,10 @@
 //! - `GET  /api/ledger/members`: members, roles, public keys, sequence numbers.
 //! - `GET  /api/ledger/verify[?full=true]`: status (full: re-verify from genesis).
 //! - `POST /api/ledger/entries`: a signed entry, either its canonical bytes
-//!   (`application/octet-stream`) or JSON `{"entry_hex": "..."}`. `200` with the position and
-//!   id, or `400` with `{"error": "..."}` saying what is wrong.
+//!   (`application/octet-stream`), JSON `{"entry_hex": "..."}`, or the entry as JSON
+//!   (`{"author", "seq", "prev", "date", "kind", "body", "signature", "cosigners"}`, bodies as in
+//!   `history`). `200` with the position and id, or `400` with `{"error": "..."}` saying what is
+//!   wrong.
 //!
 //! Mount with `Router::merge(ledger_http::router(api))`.
 
@@ -283,10 +285,141 @@ async fn verify_status<S: Store>(
     axum::Json(out).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PostJson {
-    entry_hex: String,
+/// A field of a JSON entry, with its path for error messages.
+fn field<'a>(
+    v: &'a serde_json::Value,
+    path: &str,
+    key: &str,
+) -> Result<&'a serde_json::Value, String> {
+    v.get(key).ok_or_else(|| format!("{path}{key}: missing"))
+}
+
+fn str_field(v: &serde_json::Value, path: &str, key: &str) -> Result<String, String> {
+    field(v, path, key)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{path}{key}: expected a string"))
+}
+
+fn u64_field(v: &serde_json::Value, path: &str, key: &str) -> Result<u64, String> {
+    field(v, path, key)?
+        .as_u64()
+        .ok_or_else(|| format!("{path}{key}: expected a non-negative integer"))
+}
+
+fn u32_field(v: &serde_json::Value, path: &str, key: &str) -> Result<u32, String> {
+    u32::try_from(u64_field(v, path, key)?).map_err(|_| format!("{path}{key}: too large"))
+}
+
+fn bytes_field<const N: usize>(
+    v: &serde_json::Value,
+    path: &str,
+    key: &str,
+) -> Result<[u8; N], String> {
+    let text = str_field(v, path, key)?;
+    unhex(text.trim())
+        .and_then(|b| <[u8; N]>::try_from(b).ok())
+        .ok_or_else(|| format!("{path}{key}: expected {} hex digits", 2 * N))
+}
+
+fn amount_field(
+    v: &serde_json::Value,
+    path: &str,
+    key: &str,
+) -> Result<communalia_ledger::Millis, String> {
+    communalia_ledger::Millis::parse(&str_field(v, path, key)?)
+        .map_err(|e| format!("{path}{key}: {e}"))
+}
+
+/// Parses the JSON form of a signed entry:
+/// `{"author", "seq", "prev", "date", "kind", "body": {...}, "signature", "cosigners": [{"member", "signature"}]}`
+/// with bodies as in `GET /api/ledger/history`. Genesis and parameter changes only travel in the
+/// canonical encoding.
+fn entry_from_json(v: &serde_json::Value) -> Result<communalia_ledger::Entry, String> {
+    use communalia_ledger::{Hash, MeterKind, Role, Unsigned};
+    let date = Day::parse(&str_field(v, "", "date")?).map_err(|e| format!("date: {e}"))?;
+    let kind = str_field(v, "", "kind")?;
+    let b = field(v, "", "body")?;
+    let p = "body.";
+    let body = match kind.as_str() {
+        "admit" => Body::Admit {
+            key: bytes_field(b, p, "public_key")?,
+            role: Role::parse(&str_field(b, p, "role")?)
+                .ok_or("body.role: expected member, steward or controller")?,
+            name: str_field(b, p, "name")?,
+        },
+        "revoke" => Body::Revoke {
+            member: MemberId(u32_field(b, p, "member")?),
+            reason: str_field(b, p, "reason")?,
+        },
+        "rotate-key" => Body::RotateKey {
+            new_key: bytes_field(b, p, "new_key")?,
+        },
+        "claim" => Body::Claim {
+            beneficiary: MemberId(u32_field(b, p, "beneficiary")?),
+            minutes: u32_field(b, p, "minutes")?,
+            description: str_field(b, p, "description")?,
+            evidence: Hash(bytes_field(b, p, "evidence")?),
+        },
+        "attest" => Body::Attest {
+            claim: Hash(bytes_field(b, p, "claim")?),
+        },
+        "contest" => Body::Contest {
+            target: Hash(bytes_field(b, p, "target")?),
+            reason: str_field(b, p, "reason")?,
+        },
+        "meter-credit" => Body::MeterCredit {
+            member: MemberId(u32_field(b, p, "member")?),
+            kind: match str_field(b, p, "kind")?.as_str() {
+                "shifted" => MeterKind::Shifted,
+                "given" => MeterKind::Given,
+                other => return Err(format!("body.kind: {other:?} is not shifted or given")),
+            },
+            wh: u64_field(b, p, "wh")?,
+        },
+        "transfer" => Body::Transfer {
+            to: MemberId(u32_field(b, p, "to")?),
+            amount: amount_field(b, p, "amount")?,
+            memo: str_field(b, p, "memo").unwrap_or_default(),
+        },
+        "demurrage-epoch" => Body::DemurrageEpoch,
+        "pool-grant" => Body::PoolGrant {
+            to: MemberId(u32_field(b, p, "to")?),
+            amount: amount_field(b, p, "amount")?,
+            decision: str_field(b, p, "decision")?,
+        },
+        "pool-expiry" => Body::PoolExpiry {
+            amount: amount_field(b, p, "amount")?,
+            decision: str_field(b, p, "decision")?,
+        },
+        other => {
+            return Err(format!(
+                "kind: {other:?} cannot be posted as JSON (genesis and param-change: use the canonical encoding)"
+            ));
+        }
+    };
+    let mut cosigners = Vec::new();
+    if let Some(list) = v.get("cosigners") {
+        let list = list.as_array().ok_or("cosigners: expected an array")?;
+        for (i, c) in list.iter().enumerate() {
+            let path = format!("cosigners[{}].", i + 1);
+            cosigners.push((
+                MemberId(u32_field(c, &path, "member")?),
+                bytes_field(c, &path, "signature")?,
+            ));
+        }
+    }
+    Ok(communalia_ledger::Entry {
+        unsigned: Unsigned {
+            author: MemberId(u32_field(v, "", "author")?),
+            seq: u64_field(v, "", "seq")?,
+            prev: Hash(bytes_field(v, "", "prev")?),
+            date,
+            body,
+        },
+        signature: bytes_field(v, "", "signature")?,
+        cosigners,
+    })
 }
 
 async fn post_entry<S: Store>(
@@ -299,18 +432,20 @@ async fn post_entry<S: Store>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let bytes = if is_json {
-        let parsed: PostJson = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body: expected {{\"entry_hex\": \"...\"}}: {e}"),
-                );
-            }
+        let v: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
         };
-        match unhex(parsed.entry_hex.trim()) {
-            Some(b) => b,
-            None => return error(StatusCode::BAD_REQUEST, "entry_hex: not hexadecimal"),
+        if let Some(h) = v.get("entry_hex") {
+            match h.as_str().and_then(|t| unhex(t.trim())) {
+                Some(b) => b,
+                None => return error(StatusCode::BAD_REQUEST, "entry_hex: not hexadecimal"),
+            }
+        } else {
+            match entry_from_json(&v) {
+                Ok(e) => e.encode(),
+                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+            }
         }
     } else {
         body.to_vec()

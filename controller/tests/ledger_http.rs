@@ -159,5 +159,66 @@ async fn signed_entries_are_accepted_and_bad_ones_refused_with_a_reason() {
         .unwrap();
     let (s, b) = call(&app, req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(b["error"].as_str().unwrap().contains("entry_hex"), "{b}");
+    assert_eq!(b["error"], "date: missing", "{b}");
+}
+
+#[tokio::test]
+async fn an_entry_can_be_posted_as_structured_json() {
+    let (app, ledger, v) = setup();
+    let date = Day::parse("2026-07-20").unwrap();
+    let e = ledger
+        .lock()
+        .unwrap()
+        .draft(
+            Village::member(2),
+            date,
+            Body::Claim {
+                beneficiary: Village::member(3),
+                minutes: 45,
+                description: "lent the ladder".into(),
+                evidence: Hash::of(b"receipt"),
+            },
+        )
+        .unwrap()
+        .sign(SITE, &v.members[2]);
+    let json = |amount_minutes: u64| {
+        serde_json::json!({
+            "author": e.unsigned.author.0,
+            "seq": e.unsigned.seq,
+            "prev": e.unsigned.prev.to_hex(),
+            "date": "2026-07-20",
+            "kind": "claim",
+            "body": {
+                "beneficiary": 7,
+                "minutes": amount_minutes,
+                "description": "lent the ladder",
+                "evidence": Hash::of(b"receipt").to_hex(),
+            },
+            "signature": hex(&e.signature),
+        })
+    };
+    let post = |v: serde_json::Value| {
+        Request::post("/api/ledger/entries")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(HttpBody::from(v.to_string()))
+            .unwrap()
+    };
+    // Tampered minutes: the signature no longer matches.
+    let (s, b) = call(&app, post(json(46))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature of author #6"),
+        "{b}"
+    );
+    let mut bad = json(45);
+    bad["body"]["minutes"] = serde_json::json!("many");
+    let (s, b) = call(&app, post(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"], "body.minutes: expected a non-negative integer");
+    let (s, b) = call(&app, post(json(45))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["id"], e.id(SITE).to_hex());
 }
