@@ -836,6 +836,8 @@ fn plan_body(
             if author == c.claimant || author == c.beneficiary {
                 return Err(Reject::SelfAttestation(author));
             }
+            // Communs go only to admitted members: a revoked beneficiary's claim cannot post.
+            holder(members, c.beneficiary)?;
             if c.attesters.contains(&author) || c.contesters.contains(&author) {
                 return Err(Reject::AlreadyAttested {
                     member: author,

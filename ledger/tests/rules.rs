@@ -600,7 +600,7 @@ fn admission_and_revocation_need_a_steward_quorum() {
     let ana = MemberId(l.state().members().len() as u32);
     l.quorum_append(&v.stewards[1], &[&v.stewards[2]], d, admit)
         .unwrap();
-    claim(&mut l, &newcomer, ana, 5);
+    let open_claim = claim(&mut l, &newcomer, ana, 5);
     let revoke = Body::Revoke {
         member: ana,
         reason: "left the village".into(),
@@ -622,6 +622,11 @@ fn admission_and_revocation_need_a_steward_quorum() {
         },
     );
     assert_eq!(rejected(r), Reject::RevokedMember(ana));
+    // Their open claim can no longer post.
+    assert_eq!(
+        rejected(attest(&mut l, &v.members[0], open_claim)),
+        Reject::RevokedMember(ana)
+    );
 }
 
 #[test]
