@@ -422,7 +422,8 @@ pub fn site_of<S: Store>(store: &S) -> anyhow::Result<String> {
     }
 }
 
-fn open(db: &Path) -> anyhow::Result<Ledger<SqliteStore>> {
+/// Opens a ledger file (replaying and checking it); for the controller's `[ledger] database`.
+pub fn open(db: &Path) -> anyhow::Result<Ledger<SqliteStore>> {
     if !db.exists() {
         bail!(
             "{} does not exist (run `communalia ledger init` first)",
@@ -485,7 +486,8 @@ fn parse_public(text: &str) -> anyhow::Result<[u8; 32]> {
         .map_err(|_| anyhow::anyhow!("{t}: a public key is 32 bytes (64 hex digits)"))
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+/// Reads a secret key file written by `ledger keygen` (for `[ledger] controller_key_file`).
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
     let bytes = unhex(text.trim()).with_context(|| {
