@@ -156,6 +156,19 @@ fn a_village_runs_from_keygen_to_verify() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("credit limit"), "{err}");
+    // Someone edits ana's cached balance behind the ledger's back: verify says where.
+    let store = communalia_ledger::SqliteStore::open(&d.join("ledger.sqlite")).unwrap();
+    store
+        .connection()
+        .execute("UPDATE accounts SET balance = 99000 WHERE member = 2", [])
+        .unwrap();
+    drop(store);
+    let (code, out, _) = communalia(d, &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("member #2: cached 99.000 C"), "{out}");
+    let (code, _, err) = communalia(d, &["balance"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cached balances do not match"), "{err}");
 }
 
 #[test]
