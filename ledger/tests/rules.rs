@@ -798,3 +798,30 @@ fn a_bad_signature_deep_in_a_stored_log_is_named_exactly() {
     let report = communalia_ledger::verify(&store, SITE).unwrap();
     assert_eq!(report.valid_entries, 199);
 }
+
+#[test]
+fn pool_expiry_removes_communs_for_good_and_the_books_still_balance() {
+    let (mut l, v) = village(5);
+    fund(&mut l, &v, 0, 600);
+    let d = l.today().unwrap().plus(365).unwrap();
+    let expire = |amount| Body::PoolExpiry {
+        amount: Millis(amount),
+        decision: "assembly 2027-03-01 item 2".into(),
+    };
+    let r = l.quorum_append(&v.stewards[0], &[&v.stewards[1]], d, expire(6_001));
+    assert!(matches!(rejected(r), Reject::PoolTooSmall { .. }));
+    l.quorum_append(&v.stewards[0], &[&v.stewards[1]], d, expire(2_500))
+        .unwrap();
+    let b = l.balances(None).unwrap().unwrap();
+    assert_eq!(
+        (b.pool, b.expired, b.issued),
+        (Millis(3_500), Millis(2_500), Millis(100_000))
+    );
+    conserved(&l);
+    // Only the controller or a steward records demurrage epochs.
+    let r = l.sign_and_append(&v.members[0], d, Body::DemurrageEpoch);
+    assert!(matches!(
+        rejected(r),
+        Reject::RoleForbidden { role: "member", .. }
+    ));
+}
