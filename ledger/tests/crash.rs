@@ -138,7 +138,7 @@ fn acknowledged_entries_survive_sigkill_at_random_moments() {
             first > last_acked,
             "round {round}: writer restarted below {last_acked}"
         );
-        let delay = Duration::from_millis(20 + rng.next(400));
+        let delay = Duration::from_millis(50 + rng.next(400));
         let until = Instant::now() + delay;
         let mut acked = first;
         while let Ok(n) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
