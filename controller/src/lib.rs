@@ -8,6 +8,7 @@ pub mod control;
 pub mod demo;
 pub mod forecast;
 pub mod http;
+pub mod ledger_http;
 pub mod records;
 pub mod simulate;
 pub mod state;

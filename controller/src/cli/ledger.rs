@@ -1,10 +1,651 @@
-//! `communalia ledger`.
+//! `communalia ledger`: keys, members, claims, attestations, contests, transfers, balances,
+//! history, full verification, and a demurrage calculator. A thin layer over
+//! `communalia-ledger` with an SQLite file; dates default to today (UTC) from the clock.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::{Context, bail};
+use communalia_ledger::demurrage::{Rate, decay_days};
+use communalia_ledger::entry::{hex, unhex};
+use communalia_ledger::{
+    Body, Day, Entry, Event, Hash, Ledger, MemberId, Millis, Params, Role, SigningKey, SqliteStore,
+    Store, verify,
+};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`communalia ledger` is not built yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ledger file (SQLite).
+    #[arg(
+        long,
+        global = true,
+        default_value = "ledger.sqlite",
+        value_name = "FILE"
+    )]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Signer {
+    /// Your secret key file (from `ledger keygen`).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The day the entry takes effect (YYYY-MM-DD); default today (UTC).
+    #[arg(long, value_name = "DATE")]
+    date: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Start a new ledger: the genesis entry, signed by the founding steward.
+    Init {
+        /// The site's name; every signature names it.
+        #[arg(long)]
+        site: String,
+        /// The founder's name.
+        #[arg(long)]
+        name: String,
+        /// Yearly demurrage in percent.
+        #[arg(long, default_value_t = 6.0, value_name = "PCT_PER_YEAR")]
+        rate: f64,
+        /// Account ceiling in Communs.
+        #[arg(long, default_value = "500")]
+        ceiling: String,
+        /// Attestations a claim needs.
+        #[arg(long, default_value_t = 3)]
+        attestations: u32,
+        /// Stewards needed to admit, revoke, pay from the pool or change parameters.
+        #[arg(long, default_value_t = 2)]
+        quorum: u32,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Make a new key pair: FILE gets the secret key, FILE.pub the public key.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Admit a member (steward quorum: add --cosign for the other stewards' keys).
+    Admit {
+        /// The newcomer's public key: 64 hex digits or a .pub file.
+        #[arg(long, value_name = "HEX|FILE")]
+        public: String,
+        #[arg(long)]
+        name: String,
+        /// member, steward or controller.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Co-signing stewards' key files.
+        #[arg(long, value_name = "FILE")]
+        cosign: Vec<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Claim a human contribution; it posts once enough members attest it.
+    Claim {
+        /// Minutes of work.
+        #[arg(long)]
+        minutes: u32,
+        #[arg(long)]
+        description: String,
+        /// Who benefits (member number or name); default yourself.
+        #[arg(long = "for", value_name = "MEMBER")]
+        beneficiary: Option<String>,
+        /// A file of evidence (photo...); only its hash is stored.
+        #[arg(long, value_name = "FILE")]
+        evidence: Option<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Attest someone else's claim.
+    Attest {
+        /// The claim's id (as printed by `ledger claim` or `ledger history`).
+        claim: String,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Contest an open claim or a meter credit within its contest window.
+    Contest {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Give Communs to another member.
+    Transfer {
+        /// Communs, e.g. 12.5.
+        amount: String,
+        #[arg(long, value_name = "MEMBER")]
+        to: String,
+        #[arg(long, default_value = "")]
+        memo: String,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Balances (demurrage caught up to the date).
+    Balance {
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
+        /// Only this member.
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+    },
+    /// The log, or one member's part of it.
+    History {
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+    },
+    /// Re-check every signature, chain link and balance from genesis.
+    Verify,
+    /// What AMOUNT Communs become after N days of demurrage.
+    Demurrage {
+        amount: String,
+        #[arg(long)]
+        days: u32,
+        #[arg(long, default_value_t = 6.0, value_name = "PCT_PER_YEAR")]
+        rate: f64,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let db = args.db;
+    match args.command {
+        Command::Demurrage { amount, days, rate } => {
+            let a = Millis::parse(&amount)?;
+            let r = Rate::from_percent_per_year(rate)?;
+            let (after, _) = decay_days(a.0, days, r);
+            println!(
+                "{a} C after {days} days at {rate} %/yr ({} ppb a day): {} C",
+                r.ppb_per_day(),
+                Millis(after)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Init {
+            site,
+            name,
+            rate,
+            ceiling,
+            attestations,
+            quorum,
+            signer,
+        } => {
+            let params = Params {
+                demurrage: Rate::from_percent_per_year(rate)?,
+                account_ceiling: Millis::parse(&ceiling)?,
+                attestations_needed: attestations,
+                steward_quorum: quorum,
+                ..Params::default()
+            };
+            let problems = params.problems();
+            if !problems.is_empty() {
+                bail!("bad parameters: {}", problems.join("; "));
+            }
+            let key = read_key(&signer.key)?;
+            let date = date_or_today(signer.date.as_deref())?;
+            let store = SqliteStore::open(&db)?;
+            if !store.records()?.is_empty() {
+                bail!("{} already holds a ledger", db.display());
+            }
+            let l = Ledger::init(store, &site, params, &key, &name, date)
+                .with_context(|| format!("initialising {}", db.display()))?;
+            println!(
+                "ledger for site {site:?} started in {} on {date}; founder {name} is member #0 (steward)",
+                db.display()
+            );
+            drop(l);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admit {
+            public,
+            name,
+            role,
+            cosign,
+            signer,
+        } => {
+            let mut l = open(&db)?;
+            let role = Role::parse(&role).with_context(|| {
+                format!("role {role:?}: expected member, steward or controller")
+            })?;
+            let key = parse_public(&public)?;
+            let author = read_key(&signer.key)?;
+            let cosigners = cosign
+                .iter()
+                .map(|p| read_key(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let refs: Vec<&SigningKey> = cosigners.iter().collect();
+            let date = date_or_today(signer.date.as_deref())?;
+            let id = MemberId(l.state().members().len() as u32);
+            let r = l.quorum_append(
+                &author,
+                &refs,
+                date,
+                Body::Admit {
+                    key,
+                    role,
+                    name: name.clone(),
+                },
+            )?;
+            println!(
+                "admitted {name} as {id} ({}); entry {} ({})",
+                role.name(),
+                r.index,
+                r.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Claim {
+            minutes,
+            description,
+            beneficiary,
+            evidence,
+            signer,
+        } => {
+            let mut l = open(&db)?;
+            let key = read_key(&signer.key)?;
+            let me = l.member_for(&key)?.id;
+            let beneficiary = match beneficiary {
+                Some(b) => member_ref(&l, &b)?,
+                None => me,
+            };
+            let evidence = match evidence {
+                Some(p) => Hash::of(
+                    &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None => Hash::ZERO,
+            };
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.sign_and_append(
+                &key,
+                date,
+                Body::Claim {
+                    beneficiary,
+                    minutes,
+                    description,
+                    evidence,
+                },
+            )?;
+            println!(
+                "claim {} recorded (entry {}); it needs attestations to post",
+                r.id, r.index
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attest { claim, signer } => {
+            let mut l = open(&db)?;
+            let key = read_key(&signer.key)?;
+            let claim = parse_id(&claim)?;
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.sign_and_append(&key, date, Body::Attest { claim })?;
+            print_receipt("attestation", &r);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contest { id, reason, signer } => {
+            let mut l = open(&db)?;
+            let key = read_key(&signer.key)?;
+            let target = parse_id(&id)?;
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.sign_and_append(&key, date, Body::Contest { target, reason })?;
+            print_receipt("contest", &r);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Transfer {
+            amount,
+            to,
+            memo,
+            signer,
+        } => {
+            let mut l = open(&db)?;
+            let key = read_key(&signer.key)?;
+            let to = member_ref(&l, &to)?;
+            let amount = Millis::parse(&amount)?;
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.sign_and_append(&key, date, Body::Transfer { to, amount, memo })?;
+            println!(
+                "transferred {amount} C to {to} (entry {}, {})",
+                r.index, r.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Balance { as_of, member } => {
+            let l = open(&db)?;
+            let as_of = as_of.as_deref().map(Day::parse).transpose()?;
+            let only = member.as_deref().map(|m| member_ref(&l, m)).transpose()?;
+            let b = l.balances(as_of)?.context("the ledger is empty")?;
+            println!("balances as of {}", b.as_of);
+            for r in b.rows.iter().filter(|r| only.is_none_or(|m| m == r.member)) {
+                if r.role == Role::Controller {
+                    continue;
+                }
+                println!(
+                    "  {:>5}  {:<24} {:<8} {:>12} C{}",
+                    r.member.to_string(),
+                    r.name,
+                    r.role.name(),
+                    r.balance.to_string(),
+                    if r.active { "" } else { "  (revoked)" }
+                );
+            }
+            if only.is_none() {
+                println!("  community pool {:>34} C", b.pool.to_string());
+                println!("  issued {} C, expired {} C", b.issued, b.expired);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { member } => {
+            let l = open(&db)?;
+            let only = member.as_deref().map(|m| member_ref(&l, m)).transpose()?;
+            for e in l.history(only) {
+                println!("{}", describe(&l, e));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let store = SqliteStore::open(&db)?;
+            let site = site_of(&store)?;
+            let report = verify(&store, &site)?;
+            if report.ok() {
+                println!(
+                    "ok: {} entries of site {site:?} verified from genesis (signatures, sequence numbers, previous hashes, log chain, rules, conservation, cached balances)",
+                    report.valid_entries
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "FAILED: {} of {} entries check out",
+                    report.valid_entries, report.stored_entries
+                );
+                for p in &report.problems {
+                    println!("  {p}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+/// The ledger parameters for an assembly's Communs rates (the controller's mapping from the
+/// configuration to the ledger's own types). Both meter kinds use the per-kWh-shifted rate.
+pub fn params_from_communs(c: &communalia_config::model::Communs) -> anyhow::Result<Params> {
+    let p = Params {
+        demurrage: Rate::from_percent_per_year(c.demurrage_percent_per_year)?,
+        account_ceiling: Millis(c.account_ceiling_millis),
+        attestations_needed: c.attestations_needed,
+        claim_expiry_days: c.claim_expiry_days,
+        attester_daily_budget: c.attester_daily_budget,
+        per_hour_maintenance: Millis(c.per_hour_maintenance_millis),
+        per_kwh_shifted: Millis(c.per_kwh_shifted_millis),
+        per_kwh_given: Millis(c.per_kwh_shifted_millis),
+        meter_daily_cap: Millis(c.meter_credit_daily_cap_millis),
+        contest_days: c.contest_days,
+        ..Params::default()
+    };
+    let problems = p.problems();
+    if !problems.is_empty() {
+        bail!("assembly Communs rates: {}", problems.join("; "));
+    }
+    Ok(p)
+}
+
+fn print_receipt(what: &str, r: &communalia_ledger::Receipt) {
+    println!("{what} recorded (entry {}, {})", r.index, r.id);
+    for ev in &r.events {
+        if let Event::ClaimPosted {
+            claim,
+            beneficiary,
+            to_member,
+            to_pool,
+        } = ev
+        {
+            println!(
+                "claim {claim} posted: {to_member} C to {beneficiary}, {to_pool} C to the pool"
+            );
+        }
+    }
+}
+
+/// The site named by the genesis entry of a stored log.
+pub fn site_of<S: Store>(store: &S) -> anyhow::Result<String> {
+    let records = store.records()?;
+    let first = records
+        .first()
+        .context("the ledger is empty (run `ledger init`)")?;
+    let e = Entry::decode(&first.bytes).context("log entry 1 cannot be decoded")?;
+    match e.unsigned.body {
+        Body::Genesis { site, .. } => Ok(site),
+        _ => bail!("log entry 1 is not a genesis entry"),
+    }
+}
+
+/// Opens a ledger file (replaying and checking it); for the controller's `[ledger] database`.
+pub fn open(db: &Path) -> anyhow::Result<Ledger<SqliteStore>> {
+    if !db.exists() {
+        bail!(
+            "{} does not exist (run `communalia ledger init` first)",
+            db.display()
+        );
+    }
+    let store = SqliteStore::open(db)?;
+    let site = site_of(&store)?;
+    Ledger::open(store, &site).with_context(|| format!("opening {}", db.display()))
+}
+
+fn date_or_today(text: Option<&str>) -> anyhow::Result<Day> {
+    match text {
+        Some(t) => Ok(Day::parse(t)?),
+        None => {
+            use chrono::Datelike;
+            let now = chrono::Utc::now().date_naive();
+            Day::from_ymd(now.year(), now.month(), now.day()).context("today's date")
+        }
+    }
+}
+
+fn member_ref<S: Store>(l: &Ledger<S>, text: &str) -> anyhow::Result<MemberId> {
+    let t = text.trim().trim_start_matches('#');
+    if let Ok(n) = t.parse::<u32>() {
+        if l.state().member(MemberId(n)).is_some() {
+            return Ok(MemberId(n));
+        }
+        bail!("no member #{n}");
+    }
+    let found: Vec<_> = l
+        .state()
+        .members()
+        .iter()
+        .filter(|m| m.name == text)
+        .collect();
+    match found.as_slice() {
+        [m] => Ok(m.id),
+        [] => bail!("no member named {text:?}"),
+        _ => bail!("several members are named {text:?}; use their number"),
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<Hash> {
+    Hash::from_hex(text).with_context(|| format!("{text:?} is not an entry id (64 hex digits)"))
+}
+
+fn parse_public(text: &str) -> anyhow::Result<[u8; 32]> {
+    let t = text.trim();
+    let hexed = if t.len() == 64 && unhex(t).is_some() {
+        t.to_string()
+    } else {
+        std::fs::read_to_string(t)
+            .with_context(|| format!("{t:?} is neither 64 hex digits nor a readable key file"))?
+            .trim()
+            .to_string()
+    };
+    let bytes = unhex(&hexed).with_context(|| format!("{t}: not hexadecimal"))?;
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|_| anyhow::anyhow!("{t}: a public key is 32 bytes (64 hex digits)"))
+}
+
+/// Reads a secret key file written by `ledger keygen` (for `[ledger] controller_key_file`).
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let bytes = unhex(text.trim()).with_context(|| {
+        format!(
+            "{}: not a key file (expected 64 hex digits)",
+            path.display()
+        )
+    })?;
+    let secret = <[u8; 32]>::try_from(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: a secret key is 32 bytes (64 hex digits)",
+            path.display()
+        )
+    })?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let mut secret = [0_u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .context("reading randomness from /dev/urandom")?;
+    let key = SigningKey::from_bytes(&secret);
+    let public = hex(&key.verifying_key().to_bytes());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
+    use std::io::Write;
+    writeln!(f, "{}", hex(&secret)).with_context(|| format!("writing {}", out.display()))?;
+    let mut pub_path = out.as_os_str().to_owned();
+    pub_path.push(".pub");
+    let pub_path = PathBuf::from(pub_path);
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", pub_path.display()))?;
+    println!("{public}");
+    eprintln!(
+        "secret key in {} (keep it private), public key in {}",
+        out.display(),
+        pub_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn name_of<S: Store>(l: &Ledger<S>, m: MemberId) -> String {
+    l.state()
+        .member(m)
+        .map_or(m.to_string(), |x| format!("{m} {}", x.name))
+}
+
+fn describe<S: Store>(l: &Ledger<S>, e: &communalia_ledger::LogEntry) -> String {
+    let u = &e.entry.unsigned;
+    let what = match &u.body {
+        Body::Genesis { site, .. } => format!("genesis of site {site:?}"),
+        Body::Admit { role, name, .. } => format!("admit {name} as {}", role.name()),
+        Body::Revoke { member, reason } => format!("revoke {}: {reason}", name_of(l, *member)),
+        Body::RotateKey { .. } => "rotate key".into(),
+        Body::Claim {
+            beneficiary,
+            minutes,
+            description,
+            ..
+        } => format!(
+            "claim {minutes} min for {}: {description}",
+            name_of(l, *beneficiary)
+        ),
+        Body::Attest { claim } => format!("attest {claim}"),
+        Body::Contest { target, reason } => format!("contest {target}: {reason}"),
+        Body::MeterCredit { member, kind, wh } => {
+            format!(
+                "meter credit {wh} Wh {} for {}",
+                kind.name(),
+                name_of(l, *member)
+            )
+        }
+        Body::Transfer { to, amount, memo } => {
+            format!("transfer {amount} C to {} {memo}", name_of(l, *to))
+        }
+        Body::DemurrageEpoch => "demurrage epoch".into(),
+        Body::PoolGrant {
+            to,
+            amount,
+            decision,
+        } => format!("pool grant {amount} C to {} ({decision})", name_of(l, *to)),
+        Body::PoolExpiry { amount, decision } => format!("pool expiry {amount} C ({decision})"),
+        Body::ParamChange {
+            effective,
+            decision,
+            ..
+        } => format!("parameters from {effective} ({decision})"),
+    };
+    let mut line = format!(
+        "{:>6}  {}  {:<20} {what}  [{}]",
+        e.index,
+        u.date,
+        name_of(l, u.author),
+        e.id
+    );
+    for ev in &e.events {
+        match ev {
+            Event::ClaimPosted {
+                claim,
+                to_member,
+                to_pool,
+                ..
+            } => line.push_str(&format!(
+                "\n          -> claim {claim} posted: {to_member} C, {to_pool} C to the pool"
+            )),
+            Event::CreditPosted {
+                member, to_member, ..
+            } => line.push_str(&format!(
+                "\n          -> meter credit posted: {to_member} C to {}",
+                name_of(l, *member)
+            )),
+            Event::ClaimExpired { claim } => {
+                line.push_str(&format!("\n          -> claim {claim} expired unposted"))
+            }
+            Event::Demurrage { day, total } => line.push_str(&format!(
+                "\n          -> demurrage of {day}: {total} C to the pool"
+            )),
+            _ => {}
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembly_rates_map_onto_ledger_parameters() {
+        let c = communalia_config::model::Communs {
+            per_kwh_shifted_millis: 800,
+            per_hour_maintenance_millis: 12_000,
+            demurrage_percent_per_year: 6.0,
+            account_ceiling_millis: 500_000,
+            attestations_needed: 3,
+            claim_expiry_days: 14,
+            meter_credit_daily_cap_millis: 4_000,
+            contest_days: 3,
+            attester_daily_budget: 5,
+        };
+        let p = params_from_communs(&c).unwrap();
+        assert_eq!(p.demurrage.ppb_per_day(), 169_507);
+        assert_eq!(p.per_kwh_given, Millis(800));
+        assert_eq!(p.meter_daily_cap, Millis(4_000));
+        let bad = communalia_config::model::Communs {
+            attestations_needed: 0,
+            ..c
+        };
+        let e = params_from_communs(&bad).unwrap_err().to_string();
+        assert!(e.contains("attestations_needed"), "{e}");
+    }
 }
