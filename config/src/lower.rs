@@ -693,6 +693,16 @@ fn lower_mqtt(doc: &mut Doc<'_>, m: raw::Mqtt, site_id: Option<&str>) -> Option<
     if let Some(id) = &m.client_id {
         ok &= non_empty(doc, &at("client_id"), id);
     }
+    if let Some(prefix) = &m.home_assistant_discovery {
+        ok &= non_empty(doc, &at("home_assistant_discovery"), prefix);
+        if prefix.contains(['#', '+']) {
+            doc.error(
+                &at("home_assistant_discovery"),
+                "a topic prefix cannot hold the MQTT wildcards `#` or `+`",
+            );
+            ok = false;
+        }
+    }
     let client_id = m
         .client_id
         .unwrap_or_else(|| format!("communalia-{}", site_id.unwrap_or("site")));
@@ -704,6 +714,7 @@ fn lower_mqtt(doc: &mut Doc<'_>, m: raw::Mqtt, site_id: Option<&str>) -> Option<
         tls: m.tls,
         ca_file: m.ca_file,
         keep_alive: Duration::from_secs(u64::from(m.keep_alive_secs)),
+        home_assistant_discovery: m.home_assistant_discovery,
     })
     .filter(|_| ok)
 }

@@ -160,6 +160,9 @@ pub struct Mqtt {
     pub tls: bool,
     pub ca_file: Option<String>,
     pub keep_alive: Duration,
+    /// Topic prefix under which Home Assistant discovers the site's sensors (usually
+    /// `homeassistant`); `None`: no discovery.
+    pub home_assistant_discovery: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -77,6 +77,7 @@ pub(crate) struct Mqtt {
     pub ca_file: Option<String>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u32,
+    pub home_assistant_discovery: Option<String>,
 }
 
 fn default_keep_alive() -> u32 {

@@ -84,6 +84,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(S, "mqtt", "tls", "boolean", "", "false", "connect with TLS"),
     k(S, "mqtt", "ca_file", "string", "path", NONE, "CA certificate (PEM) for TLS (needs tls = true)"),
     k(S, "mqtt", "keep_alive_secs", "integer", "s", "30", "MQTT keep-alive, 5 to 3600"),
+    k(S, "mqtt", "home_assistant_discovery", "string", "topic prefix", NONE, "announce the site's sensors to Home Assistant under this prefix (usually \"homeassistant\")"),
 
     k(S, "http", "listen", "string", "host:port", "\"127.0.0.1:8080\"", "address of the web page and API"),
     k(S, "http", "allow_remote", "boolean", "", "false", "must be true for a listen address other machines can reach"),

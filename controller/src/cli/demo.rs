@@ -93,13 +93,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             influx: influx(&args)?,
             mqtt_state: super::mqtt_state_from_config(
                 &site,
-                Some(HA_DISCOVERY_PREFIX.to_string()),
+                site.mqtt
+                    .as_ref()
+                    .and_then(|m| m.home_assistant_discovery.clone())
+                    .or_else(|| Some(HA_DISCOVERY_PREFIX.to_string())),
             ),
             ..RunOptions::new(clock)
         };
         let influx_url = args.influxdb_url.clone();
         let running = runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        let page = super::serve_http(&site, running.published.clone(), std::path::Path::new("."))
+        let page = super::serve_http(
+            &site,
+            running.published.clone(),
+            std::path::Path::new("."),
+            axum::Router::new(),
+        )
             .await?;
         println!("Communalia demo: {} ({}x speed)", site.name, args.speed);
         println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /metrics)");

@@ -61,6 +61,7 @@ pub async fn serve_http(
     site: &communalia_config::Site,
     published: watch::Receiver<Arc<Published>>,
     base_dir: &std::path::Path,
+    extra: axum::Router,
 ) -> anyhow::Result<SocketAddr> {
     let listen = site.http.listen.to_string();
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -81,7 +82,7 @@ pub async fn serve_http(
         write_token,
         // Five missed cycles and the page and /healthz say the data is stale.
         stale_after: site.interval * 5 + Duration::from_secs(5),
-        extra: axum::Router::new(),
+        extra,
     };
     let mut done = published;
     let stop = async move { while done.changed().await.is_ok() {} };
@@ -122,4 +123,33 @@ pub fn mqtt_state_from_config(
         },
         discovery_prefix,
     }))
+}
+
+/// The ledger's `/api/ledger/` routes for the site's ledger file, when it has been initialised.
+pub fn ledger_routes(site: &communalia_config::Site, base_dir: &std::path::Path) -> axum::Router {
+    let db = base_dir.join(&site.ledger.database);
+    if !db.exists() {
+        tracing::warn!(
+            file = %db.display(),
+            "no ledger yet (run `communalia ledger init`); /api/ledger/ is not served"
+        );
+        return axum::Router::new();
+    }
+    match ledger::open(&db) {
+        Ok(l) => crate::ledger_http::router(crate::ledger_http::LedgerApi {
+            ledger: Arc::new(std::sync::Mutex::new(l)),
+            today: Arc::new(|| {
+                use chrono::Datelike;
+                let d = chrono::Utc::now().date_naive();
+                // Days since 1970-01-01, which is what a `Day` counts.
+                communalia_ledger::Day::from_ymd(d.year(), d.month(), d.day()).unwrap_or(
+                    communalia_ledger::Day((chrono::Utc::now().timestamp() / 86_400) as i32),
+                )
+            }),
+        }),
+        Err(e) => {
+            tracing::error!(file = %db.display(), error = %format!("{e:#}"), "ledger not served");
+            axum::Router::new()
+        }
+    }
 }

@@ -47,12 +47,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dry_run: args.dry_run,
             assembly_path: Some(assembly_path),
             influx: super::influx_from_config(&site, &base_dir)?,
-            mqtt_state: super::mqtt_state_from_config(&site, None),
+            mqtt_state: super::mqtt_state_from_config(
+                &site,
+                site.mqtt
+                    .as_ref()
+                    .and_then(|m| m.home_assistant_discovery.clone()),
+            ),
             ..RunOptions::new(Clock::real())
         };
         let running =
             runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        let addr = super::serve_http(&site, running.published.clone(), &base_dir).await?;
+        let ledger = super::ledger_routes(&site, &base_dir);
+        let addr = super::serve_http(&site, running.published.clone(), &base_dir, ledger).await?;
         tracing::info!(site = %site.id, dry_run = args.dry_run, http = %addr, "controller running");
         running.task.await??;
         Ok(ExitCode::SUCCESS)
