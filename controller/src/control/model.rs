@@ -120,12 +120,27 @@ impl SiteModel {
             .unwrap_or(0.0)
     }
 
+    /// Nominal power of the loads nobody switches (measured only): they keep drawing on the
+    /// battery through the night, alongside the health tier.
+    pub fn uncontrolled_watts(&self) -> f64 {
+        self.config
+            .site
+            .loads
+            .iter()
+            .filter(|l| !l.control.is_controlled())
+            .map(|l| l.nominal.0)
+            .sum()
+    }
+
     /// Battery energy the health tier needs from `now` to the next sunrise, with the assembly's
     /// margin, and never less than its minimum. Without coordinates, 12 hours are assumed.
+    /// The loads nobody switches draw on the same battery all night, so the reserve covers them
+    /// too: without them it ran out hours before sunrise (hil-tests, night on battery).
     pub fn health_reserve_wh(&self, now: DateTime<Utc>) -> f64 {
         let r = &self.config.assembly.health_reserve;
         let hours = self.hours_to_sunrise(now);
-        let need = self.health_watts() * hours * (1.0 + r.margin.0 / 100.0);
+        let need =
+            (self.health_watts() + self.uncontrolled_watts()) * hours * (1.0 + r.margin.0 / 100.0);
         need.max(r.min.0)
     }
 
@@ -258,8 +273,11 @@ mod tests {
         let night = "2026-03-01T19:00:00Z".parse::<DateTime<Utc>>().unwrap();
         let hours = m.hours_to_sunrise(night);
         assert!((8.0..9.5).contains(&hours), "{hours}");
-        let expected =
-            m.health_watts() * hours * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
+        // The telecom mast (measured only, 250 W) drains the battery all night too.
+        assert_eq!(m.uncontrolled_watts(), 250.0);
+        let expected = (m.health_watts() + m.uncontrolled_watts())
+            * hours
+            * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
         let got = m.health_reserve_wh(night);
         assert!((got - expected.max(m.assembly().health_reserve.min.0)).abs() < 1e-6);
         let noon = "2026-03-01T09:00:00Z".parse::<DateTime<Utc>>().unwrap();
