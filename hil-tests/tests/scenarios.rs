@@ -169,7 +169,7 @@ async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
     }
     let changes = short
         .windows(2)
-        .filter(|w| served(&w[0]) != served(&w[1]))
+        .filter(|w| served(w[0]) != served(w[1]))
         .count();
     assert!(
         changes * 2 >= short.len() - 1,
