@@ -167,6 +167,24 @@ async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
             "{id} never cut while the tier was short: no rotation"
         );
     }
+    // ...and a cut load gets its turn within one round of the tier: with the rotation
+    // forgotten, the first-listed loads win every round and the last ones wait all evening.
+    let rounds: Vec<_> = short.iter().filter(|s| !served(s).is_empty()).collect();
+    for id in &tier {
+        let mut streak = 0;
+        for s in &rounds {
+            streak = if served(s).contains(id) {
+                0
+            } else {
+                streak + 1
+            };
+            assert!(
+                streak <= tier.len(),
+                "{}: {id} cut {streak} short cycles in a row",
+                s.time
+            );
+        }
+    }
     let changes = short
         .windows(2)
         .filter(|w| served(w[0]) != served(w[1]))
