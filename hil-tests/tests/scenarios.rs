@@ -775,3 +775,61 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
     );
     second.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_that_dropped_off_mid_command_is_not_faulty_once_back_in_the_wanted_state() {
+    use communalia_drivers::modbus_sim::Fault;
+    let h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    let home = "home_amani";
+    let village = Arc::clone(&h.village);
+    let dark = |on: bool| {
+        let f = if on { Fault::Silent } else { Fault::None };
+        h.village.inverter.set_fault(f);
+        h.village.battery.set_fault(f);
+    };
+    // No PV and a battery of unknown charge: the home goes off.
+    dark(true);
+    h.wait_for("home off at the plug", Duration::from_secs(20), |p| {
+        !Harness::load(p, home).on && village.plug_on(home) == Some(false)
+    })
+    .await;
+    // Power returns; the controller switches the home on, but the plug ignores the command and
+    // drops off the network while the controller waits for its confirmation.
+    let plug = h.village.tasmota(home).unwrap();
+    plug.set_faults(|f| f.mute = true);
+    dark(false);
+    h.wait_for("home wanted on", Duration::from_secs(20), |p| {
+        Harness::load(p, home).on
+    })
+    .await;
+    plug.set_faults(|f| f.offline = true);
+    h.wait_for(
+        "command failed on the offline plug",
+        Duration::from_secs(15),
+        |p| Harness::load(p, home).fault.as_deref() == Some("plug offline"),
+    )
+    .await;
+    h.cycles(8).await;
+    // Dark again: the controller no longer wants the home on, which is how the plug still is.
+    dark(true);
+    h.wait_for("home wanted off", Duration::from_secs(20), |p| {
+        !Harness::load(p, home).on
+    })
+    .await;
+    plug.set_faults(|f| {
+        f.offline = false;
+        f.mute = false;
+    });
+    assert!(plug.wait_connected(Duration::from_secs(10)).await);
+    let p = h
+        .wait_for("fault cleared", Duration::from_secs(15), |p| {
+            Harness::load(p, home).fault.is_none()
+        })
+        .await;
+    assert_eq!(village.plug_on(home), Some(false));
+    assert!(!Harness::load(&p, home).on);
+    dark(false);
+    h.finish().await;
+}
