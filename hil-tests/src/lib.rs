@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 /// Cycle interval of every scenario (the smallest the site file allows).
 pub const INTERVAL: Duration = Duration::from_millis(500);
 /// A device silent this long (real time) counts as unknown.
-pub const STALE_REAL: Duration = Duration::from_secs(3);
+pub const STALE_REAL: Duration = Duration::from_secs(5);
 /// Per-request Modbus timeout (the site file's default: shorter ones time out spuriously on a
 /// busy machine, and in accelerated time a few missed reads are hours of stale readings).
 pub const MODBUS_TIMEOUT: Duration = Duration::from_secs(1);
