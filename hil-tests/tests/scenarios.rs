@@ -744,6 +744,14 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
     );
 
     first.kill();
+    // SIGKILL runs no shutdown path: the health plugs are simply left as they were, on.
+    for id in &health {
+        assert_eq!(
+            h.village.plug_on(id),
+            Some(true),
+            "health plug {id} off after the kill"
+        );
+    }
     // A power cut while no controller runs: every relay follows its own fail-safe.
     h.pause_relay_checks(true);
     h.village.power_cycle_plugs();
