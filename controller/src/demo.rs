@@ -118,15 +118,32 @@ pub struct Village {
 impl Village {
     /// Starts the broker, the Modbus devices and the plugs of `config`, and the physics loop.
     pub async fn start(config: &cfg::Config, ports: &Ports, clock: Clock) -> anyhow::Result<Self> {
+        Self::start_with_broker(config, ports, clock, None).await
+    }
+
+    /// As [`Self::start`], but with `broker` given the plugs use that MQTT broker (e.g. a real
+    /// mosquitto in the scenario tests) and no embedded broker is started.
+    pub async fn start_with_broker(
+        config: &cfg::Config,
+        ports: &Ports,
+        clock: Clock,
+        broker: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let mut tasks = Vec::new();
-        let broker_addr: SocketAddr = ([127, 0, 0, 1], ports.mqtt).into();
-        let listener = TcpListener::bind(broker_addr).await.with_context(|| {
-            format!("cannot start the demo's MQTT broker on {broker_addr} (is another broker running? choose another with --mqtt-port)")
-        })?;
-        let broker_addr = listener.local_addr()?;
-        tasks.push(tokio::spawn(
-            crate::broker::Broker::new().serve(listener, std::future::pending()),
-        ));
+        let broker_addr = match broker {
+            Some(addr) => addr,
+            None => {
+                let broker_addr: SocketAddr = ([127, 0, 0, 1], ports.mqtt).into();
+                let listener = TcpListener::bind(broker_addr).await.with_context(|| {
+                    format!("cannot start the demo's MQTT broker on {broker_addr} (is another broker running? choose another with --mqtt-port)")
+                })?;
+                let broker_addr = listener.local_addr()?;
+                tasks.push(tokio::spawn(
+                    crate::broker::Broker::new().serve(listener, std::future::pending()),
+                ));
+                broker_addr
+            }
+        };
 
         let speed = clock.speed();
         let modbus = |i: u16| -> SocketAddr { ([127, 0, 0, 1], ports.modbus_base + i).into() };
@@ -154,7 +171,7 @@ impl Village {
             .await
             .with_context(|| bind_err("meter", modbus(2)))?;
 
-        let mqtt = MqttConfig::new("127.0.0.1", broker_addr.port(), "demo");
+        let mqtt = MqttConfig::new(broker_addr.ip().to_string(), broker_addr.port(), "demo");
         let tele = Duration::from_secs(5);
         let mut plugs = Vec::new();
         let mut setpoint_bus = None;
@@ -247,6 +264,68 @@ impl Village {
                 battery.with_device(|s| s.set_demand(consumption - pv));
             }
         }));
+    }
+
+    /// The simulated Tasmota plug of load `id`, to inspect it or inject faults.
+    pub fn tasmota(&self, id: &str) -> Option<&MqttSim<TasmotaPlug>> {
+        self.plugs.iter().find_map(|(i, p)| match p {
+            Plug::Tasmota(s) if i == id => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The simulated Shelly plug of load `id`, to inspect it or inject faults.
+    pub fn shelly(&self, id: &str) -> Option<&MqttSim<ShellyPlug>> {
+        self.plugs.iter().find_map(|(i, p)| match p {
+            Plug::Shelly(s) if i == id => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The relay of load `id`'s plug (or a setpoint above zero); `None` for a load without one.
+    pub fn plug_on(&self, id: &str) -> Option<bool> {
+        self.plugs.iter().find_map(|(i, p)| match p {
+            _ if i != id => None,
+            Plug::Tasmota(s) => Some(s.with(|p| p.on)),
+            Plug::Shelly(s) => Some(s.with(|p| p.on)),
+            Plug::Setpoint(w) => Some(*w.borrow() > 0.0),
+            Plug::Fixed(_) => None,
+        })
+    }
+
+    /// The fail-safe each plug holds, by load id: on after a power cut (`Some(true)`), off
+    /// (`Some(false)`), or "restore the last state" (`None`).
+    pub fn plug_fail_safes(&self) -> Vec<(String, Option<bool>)> {
+        self.plugs
+            .iter()
+            .filter_map(|(id, p)| {
+                let safe = match p {
+                    Plug::Tasmota(s) => s.with(|p| match p.power_on_state {
+                        0 => Some(false),
+                        1 | 4 | 5 => Some(true),
+                        _ => None,
+                    }),
+                    Plug::Shelly(s) => s.with(|p| match p.initial_state.as_str() {
+                        "on" => Some(true),
+                        "off" => Some(false),
+                        _ => None,
+                    }),
+                    Plug::Setpoint(_) | Plug::Fixed(_) => return None,
+                };
+                Some((id.clone(), safe))
+            })
+            .collect()
+    }
+
+    /// A power cut and return for every plug: each relay follows its own fail-safe.
+    pub fn power_cycle_plugs(&self) {
+        for (_, p) in self.plugs.iter() {
+            match p {
+                Plug::Tasmota(s) => s.with(TasmotaPlug::power_cycle),
+                Plug::Shelly(s) => s.with(ShellyPlug::power_cycle),
+                Plug::Setpoint(_) | Plug::Fixed(_) => {}
+            }
+        }
     }
 
     /// The power each plug draws now, by load id.

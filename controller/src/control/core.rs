@@ -331,6 +331,12 @@ impl Core {
                 }
                 _ => (input.on != Some(on)).then_some(Action::Switch(on)),
             };
+            // The device reports the state decided: a command it did not confirm earlier is
+            // moot. (The runtime clears a fault only when a later command is confirmed, and
+            // a plug already in the wanted state gets none, so the fault stayed forever.)
+            if reachable && action.is_none() && input.on.is_some() {
+                fault = None;
+            }
             if let (Some(action), false, false, true) = (action, self.dry_run, starting, reachable)
             {
                 commands.push(Command {

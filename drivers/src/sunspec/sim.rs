@@ -554,6 +554,14 @@ impl SunSpecSim {
         }
     }
 
+    /// Sets the battery's state of charge in percent (batteries; for scenarios that start
+    /// at a chosen charge).
+    pub fn set_soc(&mut self, percent: f64) {
+        if let Behaviour::Battery { soc, .. } = &mut self.behaviour {
+            *soc = percent.clamp(0.0, 100.0);
+        }
+    }
+
     /// The battery's state of charge in percent.
     pub fn soc(&self) -> Option<f64> {
         match &self.behaviour {

@@ -1,0 +1,852 @@
+//! Scripted days of the simulated village against the real controller, a real mosquitto and
+//! simulated devices over real sockets, in accelerated time. Every scenario also checks the
+//! shared invariants on every published state (see `communalia_hil_tests::check_state`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use communalia::state::{GridState, StateView};
+use communalia_hil_tests::{Cut, Harness, Setup, local, local_hour};
+
+/// One line per state, for the test log.
+fn trace(states: &[Arc<StateView>]) {
+    for s in states {
+        let on: Vec<&str> = s
+            .loads
+            .iter()
+            .filter(|l| l.on)
+            .map(|l| l.id.as_str())
+            .collect();
+        eprintln!(
+            "{:5.2} pv={:>6.0} soc={:>5.1} avail={:>6.0} {:?} on={}",
+            local_hour(s),
+            s.pv_watts.unwrap_or(-1.0),
+            s.battery
+                .as_ref()
+                .and_then(|b| b.soc_percent)
+                .unwrap_or(-1.0),
+            s.available_watts,
+            s.grid_state,
+            on.join(",")
+        );
+    }
+}
+
+/// The battery's state of charge, if the battery was heard within its staleness limit (on a
+/// busy machine a read now and then is late).
+fn soc(s: &StateView) -> Option<f64> {
+    s.battery.as_ref().and_then(|b| b.soc_percent)
+}
+
+fn on(s: &StateView, id: &str) -> bool {
+    s.loads.iter().any(|l| l.id == id && l.on)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sunny_day_runs_deferrable_loads_in_surplus_and_fills_the_battery() {
+    // 2026-03-02 is a clear day in the village's weather.
+    let h = Harness::start(Setup::new(local("2026-03-02", "07:00"), 1800.0).soc(50.0))
+        .await
+        .unwrap();
+    h.wait_until(local("2026-03-02", "16:00")).await;
+    let p = h.state();
+    let states = h.states();
+    trace(&states);
+    eprintln!("plan diagnostics: {:?}", p.plan.diagnostics);
+    // The water pump (6 kWh before 20:00) runs in the sunny hours: never on the battery alone
+    // in the early morning, and mostly around midday.
+    let pump: Vec<_> = states.iter().filter(|s| on(s, "water_pump")).collect();
+    assert!(
+        pump.len() >= 5,
+        "the pump ran in {} cycles only",
+        pump.len()
+    );
+    for s in &pump {
+        let pv = s.pv_watts.unwrap_or(0.0);
+        assert!(pv >= 1500.0, "{}: pump on with {pv} W of PV", s.time);
+    }
+    let midday = pump
+        .iter()
+        .filter(|s| (10.0..16.0).contains(&local_hour(s)))
+        .count();
+    assert!(
+        midday * 4 >= pump.len() * 3,
+        "only {midday} of the pump's {} cycles between 10:00 and 16:00",
+        pump.len()
+    );
+    // The battery charges through the day. (Not full: the homes draw it down to the daylight
+    // floor in the morning, and a clear day refills some 60 points of it by mid-afternoon.)
+    let low = states
+        .iter()
+        .filter(|s| local_hour(s) < 11.0)
+        .filter_map(|s| soc(s))
+        .fold(f64::INFINITY, f64::min);
+    let afternoon = states
+        .iter()
+        .filter(|s| (14.0..16.0).contains(&local_hour(s)))
+        .filter_map(|s| soc(s))
+        .fold(0.0, f64::max);
+    assert!(
+        afternoon >= 75.0 && afternoon >= low + 40.0,
+        "battery at {afternoon:.1} % in the afternoon (morning low {low:.1} %)"
+    );
+    h.finish().await;
+}
+
+fn health(h: &Harness) -> Vec<String> {
+    communalia_hil_tests::health_loads(&h.config)
+}
+
+/// Loads of the tiers below the health tier that are on.
+fn lower_on(s: &StateView, health: &[String]) -> Vec<String> {
+    s.loads
+        .iter()
+        .filter(|l| l.on && !health.contains(&l.id))
+        .map(|l| l.id.clone())
+        .collect()
+}
+
+fn device_online(s: &StateView, id: &str) -> bool {
+    s.devices.iter().any(|d| d.id == id && d.online)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
+    // 2026-03-04 is a grey day. The battery inverter gives at most 3 kW: after sunset the homes
+    // and the school get what the health, cold-storage and water tiers leave, not enough for all.
+    let h = Harness::start(
+        Setup::new(local("2026-03-04", "17:30"), 1200.0)
+            .soc(95.0)
+            .max_discharge_watts(3000.0),
+    )
+    .await
+    .unwrap();
+    h.wait_until(local("2026-03-04", "21:30")).await;
+    let states = h.states();
+    trace(&states);
+    let tier: Vec<String> = h
+        .config
+        .assembly
+        .tiers
+        .iter()
+        .find(|t| t.name == "homes_and_school")
+        .unwrap()
+        .loads
+        .clone();
+    let short: Vec<_> = states
+        .iter()
+        .filter(|s| {
+            s.loads.iter().any(|l| {
+                tier.contains(&l.id) && communalia_hil_tests::cut(l) == Cut::ForLackOfPower
+            })
+        })
+        .collect();
+    assert!(
+        short.len() >= 5,
+        "only {} cycles short of power",
+        short.len()
+    );
+    for s in &short {
+        assert_eq!(s.grid_state, GridState::Scarcity, "{}", s.time);
+        // Strict precedence (also checked on every state): nothing below the tier runs.
+        for l in &s.loads {
+            if l.rank > 4 {
+                assert!(!l.on, "{}: {} on while homes are cut", s.time, l.id);
+            }
+        }
+    }
+    // Rotation: the homes take turns; every one is served in some short cycle, and the set of
+    // homes served changes from cycle to cycle.
+    let served = |s: &StateView| -> Vec<String> {
+        s.loads
+            .iter()
+            .filter(|l| tier.contains(&l.id) && l.on)
+            .map(|l| l.id.clone())
+            .collect()
+    };
+    for id in &tier {
+        assert!(
+            short.iter().any(|s| served(s).contains(id)),
+            "{id} never served while the tier was short"
+        );
+        assert!(
+            short.iter().any(|s| !served(s).contains(id)),
+            "{id} never cut while the tier was short: no rotation"
+        );
+    }
+    // ...and a cut load gets its turn within one round of the tier: with the rotation
+    // forgotten, the first-listed loads win every round and the last ones wait all evening.
+    let rounds: Vec<_> = short.iter().filter(|s| !served(s).is_empty()).collect();
+    for id in &tier {
+        let mut streak = 0;
+        for s in &rounds {
+            streak = if served(s).contains(id) {
+                0
+            } else {
+                streak + 1
+            };
+            assert!(
+                streak <= tier.len(),
+                "{}: {id} cut {streak} short cycles in a row",
+                s.time
+            );
+        }
+    }
+    let changes = short
+        .windows(2)
+        .filter(|w| served(w[0]) != served(w[1]))
+        .count();
+    assert!(
+        changes * 2 >= short.len() - 1,
+        "the served set changed in {changes} of {} short cycles",
+        short.len()
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn night_on_battery_keeps_the_health_reserve_for_the_health_tier() {
+    // At 900x a cycle is 7.5 simulated minutes: the battery can overshoot the reserve by one
+    // cycle of lower-tier load (about 3 %), well inside the reserve's margin.
+    let h = Harness::start(Setup::new(local("2026-03-02", "21:00"), 900.0).soc(50.0))
+        .await
+        .unwrap();
+    h.wait_until(local("2026-03-03", "06:45")).await;
+    let states = h.states();
+    trace(&states);
+    let health = health(&h);
+    let model = communalia::control::model::SiteModel::new(h.config.clone());
+    let battery = h.config.site.battery.clone().unwrap();
+    // Lower tiers draw on the battery early in the night...
+    assert!(
+        states
+            .iter()
+            .take(6)
+            .any(|s| !lower_on(s, &health).is_empty()),
+        "nothing below health ran at the start of the night"
+    );
+    // ...but never once it is down to the health reserve.
+    let mut reserve_bound = false;
+    for s in &states[1..] {
+        for id in &health {
+            assert!(
+                on(s, id),
+                "{}: health load {id} off during the night",
+                s.time
+            );
+        }
+        let t = communalia_hil_tests::state_time(s);
+        let floor = battery.min_soc.0 + 100.0 * model.health_reserve_wh(t) / battery.capacity.0;
+        if let Some(soc) = soc(s)
+            && soc < floor - 0.5
+        {
+            reserve_bound = true;
+            assert!(
+                lower_on(s, &health).is_empty(),
+                "{}: SoC {soc:.1} % under the health reserve ({floor:.1} %) and {:?} on",
+                s.time,
+                lower_on(s, &health)
+            );
+        }
+    }
+    assert!(reserve_bound, "the health reserve never came into play");
+    // The reserve carried the health tier to sunrise.
+    let last = states.iter().rev().find_map(|s| soc(s)).unwrap();
+    assert!(
+        last >= battery.min_soc.0,
+        "battery at {last:.1} % at sunrise"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_inverter_counts_as_zero_pv_and_recovers() {
+    use communalia_drivers::modbus_sim::Fault;
+    let h = Harness::start(Setup::new(local("2026-03-02", "11:30"), 60.0))
+        .await
+        .unwrap();
+    let health = health(&h);
+    let before = h
+        .wait_for("PV read and lower tiers on", Duration::from_secs(20), |p| {
+            p.state.pv_watts.is_some_and(|w| w > 3000.0) && lower_on(&p.state, &health).len() > 3
+        })
+        .await;
+    let silenced = Instant::now();
+    h.village.inverter.set_fault(Fault::Silent);
+    let after = h
+        .wait_for("inverter unknown", Duration::from_secs(15), |p| {
+            p.state.pv_watts.is_none() && !device_online(&p.state, "inverter")
+        })
+        .await;
+    let took = silenced.elapsed();
+    // Within the staleness limit, plus the read timeout and two cycles.
+    let bound = communalia_hil_tests::STALE_REAL
+        + communalia_hil_tests::MODBUS_TIMEOUT * 2
+        + communalia_hil_tests::INTERVAL * 3;
+    assert!(
+        took <= bound,
+        "inverter counted unknown after {took:?} (> {bound:?})"
+    );
+    // No PV: only the battery's 5 kW is left, so lower tiers are shed.
+    let shed = h
+        .wait_for("lower tiers shed", Duration::from_secs(5), |p| {
+            lower_on(&p.state, &health).len() < lower_on(&before.state, &health).len()
+                && p.state.available_watts < before.state.available_watts
+        })
+        .await;
+    assert!(
+        shed.state.available_watts <= 5_000.0 + 1.0,
+        "{}",
+        shed.state.available_watts
+    );
+    assert!(health.iter().all(|id| on(&after.state, id)));
+    h.village.inverter.set_fault(Fault::None);
+    h.wait_for("PV back", Duration::from_secs(20), |p| {
+        p.state.pv_watts.is_some_and(|w| w > 3000.0) && device_online(&p.state, "inverter")
+    })
+    .await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_sentinels_are_never_read_as_numbers() {
+    let h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    h.wait_for("consumption measured", Duration::from_secs(20), |p| {
+        p.state.consumption_watts.is_some_and(|w| w > 0.0)
+    })
+    .await;
+    h.village.meter.with_device(|m| m.set_sentinels(true));
+    h.wait_for("meter unknown", Duration::from_secs(15), |p| {
+        p.state.consumption_watts.is_none() && !device_online(&p.state, "meter")
+    })
+    .await;
+    h.cycles(4).await;
+    h.village.meter.with_device(|m| m.set_sentinels(false));
+    h.wait_for("consumption back", Duration::from_secs(20), |p| {
+        p.state.consumption_watts.is_some() && device_online(&p.state, "meter")
+    })
+    .await;
+    // A sentinel (0x8000 = -32768, 0xFFFF) never shows up as a reading.
+    for s in h.states() {
+        if let Some(w) = s.consumption_watts {
+            assert!((0.0..20_000.0).contains(&w), "{}: consumption {w}", s.time);
+        }
+    }
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_answering_modbus_exceptions_is_unknown_and_held_at_its_reserve() {
+    use communalia_drivers::modbus_sim::Fault;
+    // Evening: no PV, so what the battery may give is all there is.
+    let h = Harness::start(Setup::new(local("2026-03-02", "19:30"), 60.0).soc(80.0))
+        .await
+        .unwrap();
+    let health = health(&h);
+    h.wait_for(
+        "battery read and lower tiers on",
+        Duration::from_secs(20),
+        |p| {
+            p.state
+                .battery
+                .as_ref()
+                .is_some_and(|b| b.soc_percent.is_some())
+                && !lower_on(&p.state, &health).is_empty()
+        },
+    )
+    .await;
+    // Slave device failure on every request.
+    h.village.battery.set_fault(Fault::Exception(4));
+    let unknown = h
+        .wait_for("battery unknown", Duration::from_secs(15), |p| {
+            !device_online(&p.state, "battery")
+                && p.state
+                    .battery
+                    .as_ref()
+                    .is_some_and(|b| b.soc_percent.is_none())
+        })
+        .await;
+    // A silent battery sits at its health reserve: only the health tier may draw on it.
+    let cut = h
+        .wait_for("only health served", Duration::from_secs(5), |p| {
+            lower_on(&p.state, &health).is_empty()
+        })
+        .await;
+    assert!(
+        health.iter().all(|id| on(&cut.state, id)),
+        "{:?}",
+        unknown.state.loads
+    );
+    h.village.battery.set_fault(Fault::None);
+    h.wait_for(
+        "battery back, lower tiers served",
+        Duration::from_secs(20),
+        |p| device_online(&p.state, "battery") && !lower_on(&p.state, &health).is_empty(),
+    )
+    .await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_plugs_are_reconfirmed_within_a_few_cycles() {
+    let mut h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    let p = h
+        .wait_devices_follow("plugs follow the controller", Duration::from_secs(20))
+        .await;
+    let home = "home_amani";
+    assert!(Harness::load(&p, home).on, "{home} should be on at noon");
+    h.broker.stop();
+    // While the broker is away, someone switches the home off at the plug.
+    h.village.tasmota(home).unwrap().with(|p| p.on = false);
+    h.broker.restart().unwrap();
+    let restarted = Instant::now();
+    for l in &h.config.site.loads {
+        if let Some(p) = h.village.tasmota(&l.id) {
+            assert!(p.wait_connected(Duration::from_secs(10)).await, "{}", l.id);
+        }
+        if let Some(p) = h.village.shelly(&l.id) {
+            assert!(p.wait_connected(Duration::from_secs(10)).await, "{}", l.id);
+        }
+    }
+    let village = Arc::clone(&h.village);
+    h.wait_for("home switched back on", Duration::from_secs(15), |p| {
+        Harness::load(p, home).on && village.plug_on(home) == Some(true)
+    })
+    .await;
+    h.wait_devices_follow("every plug follows again", Duration::from_secs(10))
+        .await;
+    let took = restarted.elapsed();
+    let p = h
+        .wait_for("no faults", Duration::from_secs(10), |p| {
+            p.state.loads.iter().all(|l| l.fault.is_none())
+        })
+        .await;
+    assert!(
+        took <= Duration::from_secs(12),
+        "plugs re-confirmed only after {took:?}: {:?}",
+        p.state.loads
+    );
+    h.finish().await;
+}
+
+/// Every Tasmota power command published on the broker for `topic`, counted.
+async fn spy_commands(h: &Harness, load: &str) -> Arc<std::sync::atomic::AtomicU64> {
+    use communalia_drivers::mqtt::MqttBus;
+    use communalia_drivers::tasmota::TasmotaTopics;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let bus = MqttBus::start(&h.broker.config("spy"));
+    bus.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let n = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&n);
+    let Some(communalia_config::Control::Tasmota {
+        topic,
+        full_topic,
+        relay,
+    }) = h.config.site.load(load).map(|l| l.control.clone())
+    else {
+        panic!("{load} is not on a Tasmota plug");
+    };
+    let topics = TasmotaTopics::new(topic)
+        .full_topic(full_topic)
+        .relay(relay);
+    let (command, _) = topics.power_command(true);
+    bus.subscribe(
+        &command,
+        Arc::new(move |_: &[u8]| {
+            count.fetch_add(1, Ordering::Relaxed);
+        }),
+    )
+    .await
+    .unwrap();
+    // Keep the connection for the test's life.
+    std::mem::forget(bus);
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_plug_shows_a_fault_and_gets_no_commands() {
+    use communalia_drivers::modbus_sim::Fault;
+    use std::sync::atomic::Ordering;
+    let h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    let health = health(&h);
+    let (home, other) = ("home_amani", "home_baraka");
+    h.wait_devices_follow("plugs follow the controller", Duration::from_secs(20))
+        .await;
+    h.wait_for("homes on", Duration::from_secs(10), |p| {
+        Harness::load(p, home).on && Harness::load(p, other).on
+    })
+    .await;
+    let to_home = spy_commands(&h, home).await;
+    let to_other = spy_commands(&h, other).await;
+    h.village
+        .tasmota(home)
+        .unwrap()
+        .set_faults(|f| f.offline = true);
+    let p = h
+        .wait_for("offline plug flagged", Duration::from_secs(10), |p| {
+            Harness::load(p, home).fault.as_deref() == Some("plug offline")
+        })
+        .await;
+    assert!(Harness::load(&p, other).fault.is_none());
+    // Now everything below health must go off (no PV, battery at its reserve): the controller
+    // commands the other homes but never the offline plug.
+    h.village.inverter.set_fault(Fault::Silent);
+    h.village.battery.set_fault(Fault::Silent);
+    h.wait_for("lower tiers off", Duration::from_secs(20), |p| {
+        lower_on(&p.state, &health).is_empty()
+    })
+    .await;
+    let village = Arc::clone(&h.village);
+    h.wait_for("online plugs switched off", Duration::from_secs(10), |_| {
+        village.plug_on(other) == Some(false)
+    })
+    .await;
+    h.cycles(4).await;
+    assert!(
+        to_other.load(Ordering::Relaxed) > 0,
+        "the spy saw no command at all"
+    );
+    assert_eq!(
+        to_home.load(Ordering::Relaxed),
+        0,
+        "a command went to the offline plug"
+    );
+    let p = h.state();
+    assert_eq!(
+        Harness::load(&p, home).fault.as_deref(),
+        Some("plug offline")
+    );
+    // Back online: the fault clears and the plug is commanded again.
+    h.village
+        .tasmota(home)
+        .unwrap()
+        .set_faults(|f| f.offline = false);
+    h.wait_for("fault cleared", Duration::from_secs(10), |p| {
+        Harness::load(p, home).fault.is_none()
+    })
+    .await;
+    h.wait_for(
+        "offline plug switched off once back",
+        Duration::from_secs(10),
+        |_| village.plug_on(home) == Some(false),
+    )
+    .await;
+    h.village.inverter.set_fault(Fault::None);
+    h.village.battery.set_fault(Fault::None);
+    h.finish().await;
+}
+
+fn malformed_total(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("communalia_counters_mqtt_malformed_payloads_total{"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbled_payloads_are_counted_and_nothing_crashes() {
+    let h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    h.wait_devices_follow("plugs follow the controller", Duration::from_secs(20))
+        .await;
+    let before = malformed_total(&h.state().metrics);
+    for id in ["home_baraka", "school_freezer", "clinic_fridge"] {
+        if let Some(p) = h.village.tasmota(id) {
+            p.set_faults(|f| f.garbled = true);
+        }
+        if let Some(p) = h.village.shelly(id) {
+            p.set_faults(|f| f.garbled = true);
+        }
+    }
+    h.wait_for("malformed payloads counted", Duration::from_secs(20), |p| {
+        malformed_total(&p.metrics) >= before + 3.0
+    })
+    .await;
+    h.cycles(6).await;
+    for id in ["home_baraka", "school_freezer", "clinic_fridge"] {
+        if let Some(p) = h.village.tasmota(id) {
+            p.set_faults(|f| f.garbled = false);
+        }
+        if let Some(p) = h.village.shelly(id) {
+            p.set_faults(|f| f.garbled = false);
+        }
+    }
+    h.wait_devices_follow("plugs follow again", Duration::from_secs(20))
+        .await;
+    h.finish().await;
+}
+
+/// A site folder with the village's site file and an assembly file.
+fn site_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.toml"), communalia::demo::SITE_TOML).unwrap();
+    std::fs::write(
+        dir.path().join("assembly.toml"),
+        communalia::demo::ASSEMBLY_TOML,
+    )
+    .unwrap();
+    dir
+}
+
+fn rank(p: &communalia::http::Published, id: &str) -> usize {
+    Harness::load(p, id).rank
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assembly_file_changes_take_effect_and_a_bad_one_is_rejected() {
+    let dir = site_dir();
+    let path = dir.path().join("assembly.toml");
+    // The controller reads the files from the folder, as `communalia run` does.
+    let from_disk = communalia::config_files::load(&dir.path().join("site.toml")).unwrap();
+    let h =
+        Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0).assembly_path(path.clone()))
+            .await
+            .unwrap();
+    assert_eq!(from_disk.assembly, h.config.assembly);
+    let p = h.cycles(2).await;
+    assert_eq!(rank(&p, "workshop"), 5);
+    assert_eq!(rank(&p, "water_pump"), 3);
+
+    // A new vote: the workshop goes before the water pump.
+    let voted = communalia::demo::ASSEMBLY_TOML
+        .replace(
+            "reference = \"General assembly 2026-10, minutes item 4\"",
+            "reference = \"General assembly 2026-11, minutes item 2\"",
+        )
+        .replace(
+            "[[tiers]]\nname = \"water\"\nloads = [\"water_pump\"]\n",
+            "[[tiers]]\nname = \"workshop\"\nloads = [\"workshop\"]\n\n[[tiers]]\nname = \"water\"\nloads = [\"water_pump\"]\n",
+        )
+        .replacen(
+            "[[tiers]]\nname = \"workshop\"\nloads = [\"workshop\"]\n\n[[tiers]]\nname = \"comfort\"",
+            "[[tiers]]\nname = \"comfort\"",
+            1,
+        );
+    assert_ne!(voted, communalia::demo::ASSEMBLY_TOML);
+    std::fs::write(&path, &voted).unwrap();
+    let p = h
+        .wait_for("new assembly in force", Duration::from_secs(10), |p| {
+            p.assembly.decision.reference.contains("2026-11") && rank(p, "workshop") == 3
+        })
+        .await;
+    assert_eq!(rank(&p, "water_pump"), 4);
+    assert!(p.state.assembly_errors.is_empty());
+
+    // A bad file: an unknown load. Rejected with located errors; the last good one stays.
+    let bad = voted.replace("loads = [\"water_pump\"]", "loads = [\"pump2\"]");
+    std::fs::write(&path, bad).unwrap();
+    let p = h
+        .wait_for("bad assembly rejected", Duration::from_secs(10), |p| {
+            !p.state.assembly_errors.is_empty()
+        })
+        .await;
+    let errors = p.state.assembly_errors.join("\n");
+    assert!(
+        errors.contains("pump2") && errors.contains("assembly.toml:"),
+        "{errors}"
+    );
+    assert!(p.assembly.decision.reference.contains("2026-11"));
+    assert_eq!(rank(&p, "workshop"), 3);
+    assert_eq!(rank(&p, "water_pump"), 4);
+    let p = h.cycles(3).await;
+    assert_eq!(
+        rank(&p, "workshop"),
+        3,
+        "the rejected file must not take effect"
+    );
+    assert!(!p.state.assembly_errors.is_empty());
+    h.finish().await;
+}
+
+/// Controller mode: when the scenario below re-executes this binary with the variable set, this
+/// "test" is the controller process; otherwise it does nothing.
+#[test]
+fn controller_process() {
+    if let Ok(spec) = std::env::var(communalia_hil_tests::CHILD_ENV) {
+        communalia_hil_tests::run_child_controller(&spec).unwrap();
+    }
+}
+
+fn report_load<'a>(r: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    r["state"]["loads"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["id"] == id))
+        .unwrap_or_else(|| panic!("no load {id} in {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::village(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    let health = health(&h);
+    let village = Arc::clone(&h.village);
+    let mut first = h
+        .spawn_controller_process("controller_process", dir.path(), 1)
+        .unwrap();
+    let follows = |r: &serde_json::Value| {
+        r["state"]["loads"].as_array().is_some_and(|loads| {
+            !loads.is_empty()
+                && loads.iter().all(|l| {
+                    let id = l["id"].as_str().unwrap_or_default();
+                    village
+                        .plug_on(id)
+                        .is_none_or(|on| Some(on) == l["on"].as_bool())
+                })
+        })
+    };
+    let r = first
+        .wait_for("first controller in charge", Duration::from_secs(30), |r| {
+            follows(r)
+                && r["state"]["loads"].as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|l| l["on"] == true && !health.iter().any(|h| l["id"] == h.as_str()))
+                })
+        })
+        .await;
+    // The device-side fail-safes are set: health plugs come back on after a power cut, the
+    // others stay off.
+    let village2 = Arc::clone(&h.village);
+    communalia_hil_tests::eventually("fail-safes confirmed", Duration::from_secs(10), || {
+        village2
+            .plug_fail_safes()
+            .iter()
+            .all(|(id, safe)| *safe == Some(health.contains(id)))
+    })
+    .await;
+    let lower: Vec<String> = r["state"]["loads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["on"] == true && !health.contains(&l["id"].as_str().unwrap().to_owned()))
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !lower.is_empty(),
+        "some lower-tier load should be on at noon"
+    );
+    assert!(
+        r["violations"].as_array().unwrap().is_empty(),
+        "{}",
+        r["violations"]
+    );
+
+    first.kill();
+    // SIGKILL runs no shutdown path: the health plugs are simply left as they were, on.
+    for id in &health {
+        assert_eq!(
+            h.village.plug_on(id),
+            Some(true),
+            "health plug {id} off after the kill"
+        );
+    }
+    // A power cut while no controller runs: every relay follows its own fail-safe.
+    h.pause_relay_checks(true);
+    h.village.power_cycle_plugs();
+    for id in &health {
+        assert_eq!(
+            h.village.plug_on(id),
+            Some(true),
+            "health plug {id} off after the cut"
+        );
+    }
+    for id in &lower {
+        if h.village.tasmota(id).is_some() || h.village.shelly(id).is_some() {
+            assert_eq!(h.village.plug_on(id), Some(false), "{id} on after the cut");
+        }
+    }
+    h.pause_relay_checks(false);
+
+    // A new controller takes over: health stays on, the others are switched on again.
+    let mut second = h
+        .spawn_controller_process("controller_process", dir.path(), 2)
+        .unwrap();
+    let r = second
+        .wait_for(
+            "second controller in charge",
+            Duration::from_secs(30),
+            |r| follows(r) && lower.iter().any(|id| report_load(r, id)["on"] == true),
+        )
+        .await;
+    for id in &health {
+        assert_eq!(report_load(&r, id)["on"], true, "{id}");
+    }
+    let village3 = Arc::clone(&h.village);
+    assert!(lower.iter().any(|id| village3.plug_on(id) == Some(true)));
+    assert!(
+        r["violations"].as_array().unwrap().is_empty(),
+        "{}",
+        r["violations"]
+    );
+    second.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_that_dropped_off_mid_command_is_not_faulty_once_back_in_the_wanted_state() {
+    use communalia_drivers::modbus_sim::Fault;
+    let h = Harness::start(Setup::new(local("2026-03-02", "12:00"), 60.0))
+        .await
+        .unwrap();
+    let home = "home_amani";
+    let village = Arc::clone(&h.village);
+    let dark = |on: bool| {
+        let f = if on { Fault::Silent } else { Fault::None };
+        h.village.inverter.set_fault(f);
+        h.village.battery.set_fault(f);
+    };
+    // No PV and a battery of unknown charge: the home goes off.
+    dark(true);
+    h.wait_for("home off at the plug", Duration::from_secs(20), |p| {
+        !Harness::load(p, home).on && village.plug_on(home) == Some(false)
+    })
+    .await;
+    // Power returns; the controller switches the home on, but the plug ignores the command and
+    // drops off the network while the controller waits for its confirmation.
+    let plug = h.village.tasmota(home).unwrap();
+    plug.set_faults(|f| f.mute = true);
+    dark(false);
+    h.wait_for("home wanted on", Duration::from_secs(20), |p| {
+        Harness::load(p, home).on
+    })
+    .await;
+    plug.set_faults(|f| f.offline = true);
+    h.wait_for(
+        "command failed on the offline plug",
+        Duration::from_secs(15),
+        |p| Harness::load(p, home).fault.as_deref() == Some("plug offline"),
+    )
+    .await;
+    h.cycles(8).await;
+    // Dark again: the controller no longer wants the home on, which is how the plug still is.
+    dark(true);
+    h.wait_for("home wanted off", Duration::from_secs(20), |p| {
+        !Harness::load(p, home).on
+    })
+    .await;
+    plug.set_faults(|f| {
+        f.offline = false;
+        f.mute = false;
+    });
+    assert!(plug.wait_connected(Duration::from_secs(10)).await);
+    let p = h
+        .wait_for("fault cleared", Duration::from_secs(15), |p| {
+            Harness::load(p, home).fault.is_none()
+        })
+        .await;
+    assert_eq!(village.plug_on(home), Some(false));
+    assert!(!Harness::load(&p, home).on);
+    dark(false);
+    h.finish().await;
+}
