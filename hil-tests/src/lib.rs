@@ -332,8 +332,8 @@ impl Harness {
             dry_run: false,
             clock: self.clock,
             assembly_path: self.setup.assembly_path.clone(),
-            lines: None,
-            dropped: None,
+            influx: None,
+            mqtt_state: None,
         };
         let running = runtime::start(SiteModel::new(self.config.clone()), opts, async move {
             let _ = stopped.await;
@@ -696,8 +696,8 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
             dry_run: false,
             clock,
             assembly_path: None,
-            lines: None,
-            dropped: None,
+            influx: None,
+            mqtt_state: None,
         };
         let running =
             runtime::start(SiteModel::new(config.clone()), opts, std::future::pending()).await?;
