@@ -56,9 +56,9 @@ fn check_prints_every_located_error_and_exits_1() {
     assert_eq!(lines.len(), 5, "{err}");
     assert!(lines[0].ends_with("assembly.toml:33:95: tiers[4].loads[7]: unknown load \"home_farji\"; did you mean \"home_faraji\"?"), "{err}");
     assert!(lines[1].ends_with("site.toml:9:1: site.interval_sec: unknown key `interval_sec`; did you mean `interval_secs`?"), "{err}");
-    assert!(lines[2].ends_with("site.toml:100:17: loads[3].nominal_watts: must be a positive number of watts, not -1200"), "{err}");
+    assert!(lines[2].ends_with("site.toml:102:17: loads[3].nominal_watts: must be a positive number of watts, not -1200"), "{err}");
     assert!(
-        lines[3].contains("site.toml:162:6: loads[12].id: ")
+        lines[3].contains("site.toml:164:6: loads[12].id: ")
             && lines[3].contains("load \"home_faraji\" has no tier"),
         "{err}"
     );
@@ -84,4 +84,48 @@ fn check_of_binary_garbage_exits_1_without_panicking() {
         "{err}"
     );
     assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn probe_reads_a_configured_device_and_reports_it_offline_when_nothing_answers() {
+    // Nothing listens on a port we just freed: the device is reported, not waited for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let village = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/village");
+    let site = std::fs::read_to_string(village.join("site.toml"))
+        .unwrap()
+        .replacen("127.0.0.1:5020", &format!("127.0.0.1:{port}"), 1);
+    std::fs::write(dir.path().join("site.toml"), site).unwrap();
+    std::fs::copy(
+        village.join("assembly.toml"),
+        dir.path().join("assembly.toml"),
+    )
+    .unwrap();
+    let path = dir.path().join("site.toml").display().to_string();
+    let (code, out, err) = communalia(&[
+        "probe",
+        "--config",
+        &path,
+        "inverter",
+        "--timeout-secs",
+        "0.5",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["kind"], "sunspec");
+    assert_eq!(report["online"], false);
+    assert!(
+        report["address"]
+            .as_str()
+            .unwrap()
+            .ends_with(&port.to_string())
+    );
+    let (code, _, err) = communalia(&["probe", "--config", &path, "no_such_device"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no device or plug"), "{err}");
 }

@@ -27,8 +27,14 @@ pub enum ModbusKind {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["modbus", "mqtt"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["modbus", "mqtt", "config"])))]
 pub struct Args {
+    /// Probe the devices and plugs of this site file (all, or the one named by DEVICE).
+    #[arg(long, value_name = "SITE", conflicts_with_all = ["modbus", "mqtt"])]
+    pub config: Option<std::path::PathBuf>,
+    /// With --config: only this device or load id.
+    #[arg(value_name = "DEVICE", requires = "config")]
+    pub device: Option<String>,
     /// Probe a Modbus TCP device at HOST:PORT.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "mqtt")]
     pub modbus: Option<String>,
@@ -74,7 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reports = rt.block_on(probe_ad_hoc(&args))?;
+    let reports = match &args.config {
+        Some(site) => rt.block_on(probe_site(site, args.device.as_deref(), timeout(&args)?))?,
+        None => rt.block_on(probe_ad_hoc(&args))?,
+    };
     print_reports(&reports, args.json)?;
     Ok(if reports.iter().all(|r| r.online) {
         ExitCode::SUCCESS
@@ -129,6 +138,66 @@ async fn probe_ad_hoc(args: &Args) -> anyhow::Result<Vec<ProbeReport>> {
         _ => anyhow::bail!("with --mqtt, give --tasmota TOPIC or --shelly ID"),
     };
     Ok(vec![probe::probe_plug(&config, kind, timeout).await])
+}
+
+/// Every configured device (Modbus) and controlled plug (MQTT) of a site, or the one named.
+async fn probe_site(
+    path: &std::path::Path,
+    only: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<ProbeReport>> {
+    use communalia_config::{Control, DeviceKind};
+    let config = crate::config_files::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let site = &config.site;
+    let wanted = |id: &str| only.is_none_or(|o| o == id);
+    let mut reports = Vec::new();
+    for d in site.devices.iter().filter(|d| wanted(&d.id)) {
+        let cfg = ModbusConfig::new(d.address.to_string())
+            .unit(d.unit_id)
+            .timeout(timeout.min(d.timeout.max(Duration::from_millis(100))))
+            .backoff(Duration::from_millis(100), Duration::from_secs(1));
+        reports.push(match d.kind {
+            DeviceKind::Sunspec { .. } => probe::probe_sunspec(cfg).await,
+            DeviceKind::Sdm630 { .. } => probe::probe_register_map(cfg, &SDM630, "sdm630").await,
+            DeviceKind::Victron => probe::probe_register_map(cfg, &VICTRON_GX, "victron").await,
+        });
+    }
+    if let Some(m) = &site.mqtt {
+        let client_id = format!("communalia-probe-{}", std::process::id());
+        let mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, client_id);
+        for l in site.loads.iter().filter(|l| wanted(&l.id)) {
+            let kind = match &l.control {
+                Control::Tasmota {
+                    topic,
+                    full_topic,
+                    relay,
+                } => PlugKind::Tasmota(
+                    TasmotaTopics::new(topic.clone())
+                        .full_topic(full_topic.clone())
+                        .relay(*relay),
+                    SensorKeys::default(),
+                ),
+                Control::Shelly {
+                    device_id,
+                    switch_id,
+                } => {
+                    let mut t = ShellyTopics::new(device_id.clone());
+                    t.switch_id = *switch_id;
+                    PlugKind::Shelly(t)
+                }
+                _ => continue,
+            };
+            reports.push(probe::probe_plug(&mqtt, kind, timeout).await);
+        }
+    }
+    if reports.is_empty() {
+        anyhow::bail!(
+            "{} has no device or plug {}",
+            path.display(),
+            only.map(|o| format!("named {o:?}")).unwrap_or_default()
+        );
+    }
+    Ok(reports)
 }
 
 fn opt<T: std::fmt::Display>(field: &Option<Option<T>>, unit: &str) -> Option<String> {
