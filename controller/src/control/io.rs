@@ -183,6 +183,13 @@ impl Loads {
         loads: &[cfg::Load],
         stale_after: Duration,
     ) -> anyhow::Result<Self> {
+        if mqtt.tls {
+            // Never fall back to plain text when the site asked for TLS.
+            anyhow::bail!(
+                "[mqtt] tls = true, but this build speaks MQTT without TLS; use a broker on the \
+                 local network without TLS, or a TLS-terminating proxy on the controller"
+            );
+        }
         let mut config = MqttConfig::new(
             mqtt.broker.host.clone(),
             mqtt.broker.port,
