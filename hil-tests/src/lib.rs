@@ -334,6 +334,7 @@ impl Harness {
             assembly_path: self.setup.assembly_path.clone(),
             influx: None,
             mqtt_state: None,
+            profile_file: None,
         };
         let running = runtime::start(SiteModel::new(self.config.clone()), opts, async move {
             let _ = stopped.await;
@@ -698,6 +699,7 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
             assembly_path: None,
             influx: None,
             mqtt_state: None,
+            profile_file: None,
         };
         let running =
             runtime::start(SiteModel::new(config.clone()), opts, std::future::pending()).await?;

@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let opts = RunOptions {
             dry_run: args.dry_run,
             assembly_path: Some(assembly_path),
+            profile_file: Some(base_dir.join(format!("{}-load-profile.json", site.id))),
             influx: super::influx_from_config(&site, &base_dir)?,
             mqtt_state: super::mqtt_state_from_config(
                 &site,

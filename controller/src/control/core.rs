@@ -18,6 +18,7 @@ use communalia_drivers::BatteryState;
 use communalia_planner as planner;
 
 use super::model::SiteModel;
+use crate::forecast::load::LoadProfile;
 use crate::forecast::solar::{self, Calibration, Scaling, Steps};
 use crate::state::{
     AssemblyView, BatteryView, DeviceView, GridState, LoadView, PlanStepView, PlanView, SiteView,
@@ -107,6 +108,8 @@ pub struct Core {
     last_pv: Option<f64>,
     last_soc: Option<f64>,
     plan_every: Duration,
+    profile: LoadProfile,
+    last_at: Option<DateTime<Utc>>,
 }
 
 impl Core {
@@ -123,7 +126,20 @@ impl Core {
             last_pv: None,
             last_soc: None,
             plan_every: PLAN_EVERY,
+            profile: LoadProfile::default(),
+            last_at: None,
         }
+    }
+
+    /// Starts from a load profile learnt before (kept across restarts by the runtime).
+    pub fn with_profile(mut self, profile: LoadProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// What the site has learnt of its uncontrolled consumption per quarter hour.
+    pub fn profile(&self) -> &LoadProfile {
+        &self.profile
     }
 
     /// Refreshes the horizon plan every `every` instead of [`PLAN_EVERY`] (the what-if replay
@@ -251,6 +267,15 @@ impl Core {
             Some(c) => (c - controlled_measured).max(0.0),
             None => measured_only_nominal,
         };
+        // Learn the day's shape from measurements only, never from the worst-case fallback.
+        let dt = self
+            .last_at
+            .map_or(0.0, |l| (now - l).num_milliseconds() as f64 / 1000.0);
+        self.last_at = Some(now);
+        if consumption.is_some() && dt > 0.0 && dt < 600.0 {
+            self.profile
+                .record(self.model.local_minute(now), uncontrolled, dt);
+        }
 
         // The plan for now.
         if self.plan_due(now) {
@@ -421,7 +446,8 @@ impl Core {
     }
 
     /// Redoes the horizon plan from `now`: PV from the clear-sky model scaled by recent
-    /// production, uncontrolled consumption as now, the health reserve per step.
+    /// production, uncontrolled consumption from the learnt daily profile (as now where it has
+    /// not learnt yet), the health reserve per step.
     pub fn refresh_plan(&mut self, now: DateTime<Utc>, soc: Option<f64>, uncontrolled: f64) {
         let step = Duration::minutes(i64::from(PLAN_STEP_MINUTES));
         let peak = self.model.pv_peak_watts();
@@ -463,7 +489,11 @@ impl Core {
             step_minutes: PLAN_STEP_MINUTES,
             start_minute: self.model.local_minute(now),
             pv_watts: pv.clone(),
-            uncontrolled_watts: vec![uncontrolled],
+            uncontrolled_watts: self.profile.forecast(
+                self.model.local_minute(now),
+                PLAN_STEPS,
+                uncontrolled,
+            ),
             battery: self.model.battery(soc),
             import: self.model.site().grid.as_ref().and_then(|g| {
                 (g.kind == cfg::GridKind::Grid).then(|| planner::GridImport {

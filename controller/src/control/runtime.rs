@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::core::{Action, Command, Core, Outcome};
 use super::io::{self, Clock, Loads};
 use super::model::SiteModel;
+use crate::forecast::load::LoadProfile;
 use crate::http::Published;
 use crate::records::influx::InfluxSink;
 use crate::records::mqtt_state::MqttStatePublisher;
@@ -39,6 +40,8 @@ pub struct RunOptions {
     pub influx: Option<InfluxSink>,
     /// Publishes the state on MQTT (retained), with Home Assistant discovery if configured.
     pub mqtt_state: Option<MqttStatePublisher>,
+    /// Where the learnt load profile is kept across restarts (`None`: not kept).
+    pub profile_file: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -50,6 +53,7 @@ impl RunOptions {
             assembly_path: None,
             influx: None,
             mqtt_state: None,
+            profile_file: None,
         }
     }
 }
@@ -115,6 +119,18 @@ pub async fn start(
         tokio::spawn(async move { loads.set_fail_safes(|id| m.is_health(id)).await });
     }
     let mut core = Core::new(model, opts.dry_run);
+    if let Some(path) = &opts.profile_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => match LoadProfile::from_json(&text) {
+                Some(p) => core = core.with_profile(p),
+                None => {
+                    tracing::warn!(file = %path.display(), "load profile unreadable; learning anew")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "load profile not read"),
+        }
+    }
     let (tx, rx) = watch::channel(Arc::new(initial(&core)));
     let (events_tx, mut events) = mpsc::channel::<Event>(8);
     if let Some(path) = opts.assembly_path.clone() {
@@ -145,6 +161,7 @@ pub async fn start(
         let mut counters = Counters::default();
         let mut previous: BTreeMap<String, bool> = BTreeMap::new();
         let mut plan_view = (String::new(), core.plan_view());
+        let mut saved = Instant::now();
         while let Some(event) = events.recv().await {
             match event {
                 Event::Tick => {
@@ -177,6 +194,10 @@ pub async fn start(
                     let fresh = core.plan_view();
                     if fresh.generated_at != plan_view.0 {
                         plan_view = (fresh.generated_at.clone(), fresh);
+                    }
+                    if saved.elapsed() >= PROFILE_SAVE_EVERY {
+                        saved = Instant::now();
+                        save_profile(opts.profile_file.as_deref(), &core);
                     }
                     tx.send_replace(Arc::new(Published {
                         state: outcome.state,
@@ -211,6 +232,7 @@ pub async fn start(
             }
         }
         tasks.abort_all();
+        save_profile(opts.profile_file.as_deref(), &core);
         if let Some(loads) = &loads {
             leave_safe(&core, loads).await;
         }
@@ -232,6 +254,21 @@ pub async fn start(
         published: rx,
         task,
     })
+}
+
+/// How often the learnt load profile is written to disk (and at shutdown).
+const PROFILE_SAVE_EVERY: Duration = Duration::from_secs(900);
+
+/// Writes the profile beside the old one and renames it over, so a crash never leaves half a
+/// file.
+fn save_profile(path: Option<&std::path::Path>, core: &Core) {
+    let Some(path) = path else { return };
+    let tmp = path.with_extension("json.tmp");
+    let result =
+        std::fs::write(&tmp, core.profile().to_json()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::warn!(file = %path.display(), error = %e, "load profile not saved");
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,3 +1,4 @@
 //! Local forecasts: no cloud service, only the site's coordinates, its arrays and its own history.
 
+pub mod load;
 pub mod solar;
