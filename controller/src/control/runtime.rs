@@ -113,7 +113,7 @@ pub async fn start(
         }
         None => None,
     };
-    if let Some(loads) = &loads {
+    if let Some(loads) = loads.as_ref().filter(|_| !opts.dry_run) {
         let (loads, m) = (Arc::clone(loads), model.clone());
         // Health plugs come back on after a power cut, even with the controller dead.
         tokio::spawn(async move { loads.set_fail_safes(|id| m.is_health(id)).await });
@@ -233,7 +233,8 @@ pub async fn start(
         }
         tasks.abort_all();
         save_profile(opts.profile_file.as_deref(), &core);
-        if let Some(loads) = &loads {
+        // A dry run has switched nothing and leaves everything as it found it.
+        if let Some(loads) = loads.as_ref().filter(|_| !opts.dry_run) {
             leave_safe(&core, loads).await;
         }
         if let Some(sink) = opts.influx.take() {
