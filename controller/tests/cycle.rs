@@ -351,3 +351,35 @@ fn a_silent_meter_counts_every_measured_only_load_at_nominal_power() {
     let diff = with_meter.state.available_watts - without.state.available_watts;
     assert!((diff - mast).abs() < 1.0, "{diff} vs {mast}");
 }
+
+#[test]
+fn a_daily_need_counts_what_the_load_already_got_today_and_starts_again_at_midnight() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 9000.0, 80.0);
+    site.on.insert("water_pump".into(), true);
+    let mut image = site.image(noon());
+    image.loads.get_mut("water_pump").unwrap().power = Some(1100.0);
+    // One hour of pumping at 1.1 kW, one cycle a minute.
+    for i in 0..=60 {
+        image.at = noon() + Duration::minutes(i);
+        core.step(&image);
+    }
+    let got = core.delivered_today("water_pump");
+    assert!((got - 1100.0).abs() < 1.0, "{got}");
+    let plan = core.plan_view();
+    let planned_wh: f64 = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.loads.get("water_pump"))
+        .map(|w| w * f64::from(plan.step_minutes) / 60.0)
+        .sum();
+    assert!(
+        planned_wh <= 6000.0 - 1000.0 + 1.0,
+        "the plan asks for the rest only: {planned_wh} Wh"
+    );
+    // Local midnight (UTC+3) starts a new day.
+    image.at = "2026-03-02T21:00:30Z".parse().unwrap();
+    core.step(&image);
+    assert!(core.delivered_today("water_pump") < 1100.0);
+}

@@ -110,6 +110,8 @@ pub struct Core {
     plan_every: Duration,
     profile: LoadProfile,
     last_at: Option<DateTime<Utc>>,
+    /// Energy each load with a daily need got today (local day number, watt-hours by load).
+    delivered: (i64, BTreeMap<String, f64>),
 }
 
 impl Core {
@@ -128,6 +130,7 @@ impl Core {
             plan_every: PLAN_EVERY,
             profile: LoadProfile::default(),
             last_at: None,
+            delivered: (i64::MIN, BTreeMap::new()),
         }
     }
 
@@ -275,6 +278,22 @@ impl Core {
         if consumption.is_some() && dt > 0.0 && dt < 600.0 {
             self.profile
                 .record(self.model.local_minute(now), uncontrolled, dt);
+        }
+        // What the loads with a daily need got today, so the plan asks only for the rest.
+        let day = self.local_day(now);
+        if self.delivered.0 != day {
+            self.delivered = (day, BTreeMap::new());
+        }
+        if dt > 0.0 && dt < 600.0 {
+            for l in site.loads.iter().filter(|l| l.daily_need.is_some()) {
+                let input = image.loads.get(&l.id);
+                let watts = match input {
+                    Some(LoadInput { power: Some(p), .. }) => p.max(0.0),
+                    Some(LoadInput { on: Some(true), .. }) => l.nominal.0,
+                    _ => 0.0,
+                };
+                *self.delivered.1.entry(l.id.clone()).or_default() += watts * dt / 3600.0;
+            }
         }
 
         // The plan for now.
@@ -474,10 +493,19 @@ impl Core {
                     .health_reserve_wh(now + step * i32::try_from(i).unwrap_or(0))
             })
             .collect();
-        let priorities = self.model.priorities(|l| match &l.control {
+        let mut priorities = self.model.priorities(|l| match &l.control {
             cfg::Control::Setpoint { max, .. } => max.0,
             _ => l.nominal.0,
         });
+        if self.delivered.0 == self.local_day(now) {
+            for load in priorities.tiers.iter_mut().flat_map(|t| &mut t.loads) {
+                if let (Some(need), Some(got)) =
+                    (load.need.as_mut(), self.delivered.1.get(&load.id))
+                {
+                    need.energy_wh = (need.energy_wh - got).max(0.0);
+                }
+            }
+        }
         let soc = soc.or(self.last_soc).unwrap_or_else(|| {
             self.model
                 .site()
@@ -508,6 +536,17 @@ impl Core {
         self.plan = Some(planner::plan_horizon(&input));
         self.plan_pv = pv;
         self.plan_at = Some(now);
+    }
+
+    /// The site's local day number (days since 1970-01-01 at the site's UTC offset).
+    fn local_day(&self, now: DateTime<Utc>) -> i64 {
+        let offset = i64::from(self.model.site().utc_offset_minutes) * 60;
+        (now.timestamp() + offset).div_euclid(86_400)
+    }
+
+    /// Energy a load with a daily need has had today, in watt-hours.
+    pub fn delivered_today(&self, load: &str) -> f64 {
+        self.delivered.1.get(load).copied().unwrap_or(0.0)
     }
 
     /// The horizon plan as `/api/plan` shows it.
