@@ -17,6 +17,7 @@ pub(crate) const SITE_TABLES: &[&str] = &[
     "mqtt",
     "http",
     "influxdb",
+    "forecast",
     "ledger",
     "devices",
     "pv_arrays",
@@ -405,6 +406,16 @@ pub(crate) fn lower_site(doc: &mut Doc<'_>) -> SiteParts {
     };
     ok &= http.is_some();
     let influxdb = optional_section(doc, "influxdb", &mut ok, lower_influxdb);
+    let forecast = optional_section(doc, "forecast", &mut ok, lower_forecast);
+    if let (Some(f), None) = (&forecast, &mqtt)
+        && f.pv_topic.is_some()
+    {
+        doc.error(
+            &p().key("forecast").key("pv_topic"),
+            "a forecast topic needs an [mqtt] broker",
+        );
+        ok = false;
+    }
     let ledger = match doc.get(&p().key("ledger")) {
         None => Some(raw::Ledger::default()),
         Some(_) => doc.read::<raw::Ledger>(&p().key("ledger")),
@@ -438,6 +449,7 @@ pub(crate) fn lower_site(doc: &mut Doc<'_>) -> SiteParts {
             mqtt,
             http,
             influxdb,
+            forecast,
             ledger,
             devices,
             pv_arrays,
@@ -1132,6 +1144,35 @@ fn lower_http(doc: &mut Doc<'_>, h: raw::Http) -> Option<Http> {
     Some(Http {
         listen,
         write_token_file: h.write_token_file,
+    })
+}
+
+fn lower_forecast(doc: &mut Doc<'_>, f: raw::Forecast) -> Option<ForecastFeed> {
+    let at = |k: &str| p().key("forecast").key(k);
+    let mut ok = true;
+    if let Some(file) = &f.pv_file {
+        ok &= non_empty(doc, &at("pv_file"), file);
+    }
+    if let Some(topic) = &f.pv_topic {
+        ok &= non_empty(doc, &at("pv_topic"), topic);
+        if topic.contains(['#', '+']) {
+            doc.error(
+                &at("pv_topic"),
+                "the forecast topic is one topic, without the MQTT wildcards `#` or `+`",
+            );
+            ok = false;
+        }
+    }
+    if f.pv_file.is_none() && f.pv_topic.is_none() {
+        doc.error(
+            &p().key("forecast"),
+            "[forecast] needs `pv_file` or `pv_topic` (or remove the table)",
+        );
+        ok = false;
+    }
+    ok.then_some(ForecastFeed {
+        pv_file: f.pv_file,
+        pv_topic: f.pv_topic,
     })
 }
 

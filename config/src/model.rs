@@ -94,6 +94,8 @@ pub struct Site {
     pub mqtt: Option<Mqtt>,
     pub http: Http,
     pub influxdb: Option<Influxdb>,
+    /// An external PV forecast that takes precedence over the local solar model.
+    pub forecast: Option<ForecastFeed>,
     pub ledger: Ledger,
     pub devices: Vec<Device>,
     pub pv_arrays: Vec<PvArray>,
@@ -175,6 +177,15 @@ pub struct Http {
 pub enum Token {
     File(String),
     Env(String),
+}
+
+/// Where an external PV forecast comes from (e.g. written by Home Assistant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForecastFeed {
+    /// A JSON file, re-read when it changes.
+    pub pv_file: Option<String>,
+    /// An MQTT topic carrying the same JSON.
+    pub pv_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -108,6 +108,12 @@ fn default_listen() -> String {
 }
 
 #[derive(Deserialize, Debug)]
+pub(crate) struct Forecast {
+    pub pv_file: Option<String>,
+    pub pv_topic: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
 pub(crate) struct Influxdb {
     pub url: String,
     pub org: String,

@@ -90,6 +90,8 @@ pub const KEYS: &[KeyDoc] = &[
     k(S, "http", "allow_remote", "boolean", "", "false", "must be true for a listen address other machines can reach"),
     k(S, "http", "write_token_file", "string", "path", NONE, "file holding the bearer token for write endpoints; required when remote"),
 
+    k(S, "forecast", "pv_file", "string", "path", NONE, "JSON PV forecast (`{\"start\": RFC 3339, \"step_minutes\": N, \"pv_watts\": [..]}`) that takes precedence over the local solar model; re-read when it changes"),
+    k(S, "forecast", "pv_topic", "string", "MQTT topic", NONE, "MQTT topic carrying the same JSON (needs [mqtt])"),
     k(S, "influxdb", "url", "string", "URL", REQ, "InfluxDB 2 base URL, http:// or https://; the table is optional"),
     k(S, "influxdb", "org", "string", "", REQ, "organisation"),
     k(S, "influxdb", "bucket", "string", "", REQ, "bucket"),
@@ -277,6 +279,7 @@ pub(crate) fn accepted_keys() -> Vec<(FileKind, &'static str, &'static [&'static
         (S, "mqtt", f::<raw::Mqtt>()),
         (S, "http", f::<raw::Http>()),
         (S, "influxdb", f::<raw::Influxdb>()),
+        (S, "forecast", f::<raw::Forecast>()),
         (S, "ledger", f::<raw::Ledger>()),
         (
             S,

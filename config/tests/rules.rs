@@ -589,3 +589,28 @@ fn a_wrong_type_under_an_optional_key_does_not_hide_the_entrys_other_mistakes() 
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_forecast_table_needs_a_source_and_a_topic_without_wildcards() {
+    let site = format!("{SITE}\n[forecast]\npv_topic = \"ha/pv/#\"\n");
+    let errors = load(&site, ASSEMBLY).unwrap_err();
+    assert_eq!(
+        errors,
+        vec![
+            "site.toml:36:12: forecast.pv_topic: the forecast topic is one topic, without the MQTT wildcards `#` or `+`"
+        ]
+    );
+    let site = format!("{SITE}\n[forecast]\n");
+    let errors = load(&site, ASSEMBLY).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("[forecast] needs `pv_file` or `pv_topic`"),
+        "{errors:?}"
+    );
+    let site = format!("{SITE}\n[forecast]\npv_file = \"pv.json\"\n");
+    let config = load(&site, ASSEMBLY).unwrap();
+    assert_eq!(
+        config.site.forecast.unwrap().pv_file.as_deref(),
+        Some("pv.json")
+    );
+}

@@ -383,3 +383,24 @@ fn a_daily_need_counts_what_the_load_already_got_today_and_starts_again_at_midni
     core.step(&image);
     assert!(core.delivered_today("water_pump") < 1100.0);
 }
+
+#[test]
+fn an_external_pv_forecast_replaces_the_local_model_where_it_covers_the_plan() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let site = Site::new(&m, 9000.0, 80.0);
+    core.step(&site.image(noon()));
+    let local = core.plan_view();
+    // Two hours of a forecast starting at noon: 1234 W.
+    let f = communalia::forecast::external::ExternalForecast::parse(
+        br#"{"start": "2026-03-02T09:00:00Z", "step_minutes": 60, "pv_watts": [1234, 1234]}"#,
+    )
+    .unwrap();
+    core.set_external_pv(f);
+    core.step(&site.image(noon() + Duration::seconds(2)));
+    let plan = core.plan_view();
+    assert_eq!(plan.steps[0].pv_watts, 1234.0);
+    assert_eq!(plan.steps[7].pv_watts, 1234.0);
+    assert_ne!(plan.steps[8].pv_watts, 1234.0, "beyond the forecast, the local model");
+    assert!((plan.steps[20].pv_watts - local.steps[20].pv_watts).abs() < 50.0);
+}

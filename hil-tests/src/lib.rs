@@ -335,6 +335,7 @@ impl Harness {
             influx: None,
             mqtt_state: None,
             profile_file: None,
+            forecast_file: None,
         };
         let running = runtime::start(SiteModel::new(self.config.clone()), opts, async move {
             let _ = stopped.await;
@@ -700,6 +701,7 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
             influx: None,
             mqtt_state: None,
             profile_file: None,
+            forecast_file: None,
         };
         let running =
             runtime::start(SiteModel::new(config.clone()), opts, std::future::pending()).await?;

@@ -47,6 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dry_run: args.dry_run,
             assembly_path: Some(assembly_path),
             profile_file: Some(base_dir.join(format!("{}-load-profile.json", site.id))),
+            forecast_file: site
+                .forecast
+                .as_ref()
+                .and_then(|f| f.pv_file.as_ref())
+                .map(|f| base_dir.join(f)),
             influx: super::influx_from_config(&site, &base_dir)?,
             mqtt_state: super::mqtt_state_from_config(
                 &site,

@@ -18,6 +18,7 @@ use communalia_drivers::BatteryState;
 use communalia_planner as planner;
 
 use super::model::SiteModel;
+use crate::forecast::external::ExternalForecast;
 use crate::forecast::load::LoadProfile;
 use crate::forecast::solar::{self, Calibration, Scaling, Steps};
 use crate::state::{
@@ -112,6 +113,7 @@ pub struct Core {
     last_at: Option<DateTime<Utc>>,
     /// Energy each load with a daily need got today (local day number, watt-hours by load).
     delivered: (i64, BTreeMap<String, f64>),
+    external_pv: Option<ExternalForecast>,
 }
 
 impl Core {
@@ -131,6 +133,7 @@ impl Core {
             profile: LoadProfile::default(),
             last_at: None,
             delivered: (i64::MIN, BTreeMap::new()),
+            external_pv: None,
         }
     }
 
@@ -160,6 +163,13 @@ impl Core {
     pub fn set_assembly(&mut self, assembly: cfg::Assembly) {
         self.model.config.assembly = assembly;
         self.assembly_errors.clear();
+        self.plan_at = None;
+    }
+
+    /// An external PV forecast: where it covers the plan it replaces the local solar model.
+    /// The plan is redone at the next step.
+    pub fn set_external_pv(&mut self, forecast: ExternalForecast) {
+        self.external_pv = Some(forecast);
         self.plan_at = None;
     }
 
@@ -486,6 +496,18 @@ impl Core {
                 },
             ),
             None => vec![self.last_pv.unwrap_or(0.0); PLAN_STEPS],
+        };
+        // An external forecast takes precedence wherever it covers a step (at its middle).
+        let pv: Vec<f64> = match &self.external_pv {
+            Some(ext) => pv
+                .iter()
+                .enumerate()
+                .map(|(i, local)| {
+                    let mid = now + step * i32::try_from(i).unwrap_or(0) + step / 2;
+                    ext.at(mid).unwrap_or(*local)
+                })
+                .collect(),
+            None => pv,
         };
         let reserve = (0..PLAN_STEPS)
             .map(|i| {

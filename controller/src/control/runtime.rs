@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::core::{Action, Command, Core, Outcome};
 use super::io::{self, Clock, Loads};
 use super::model::SiteModel;
+use crate::forecast::external::ExternalForecast;
 use crate::forecast::load::LoadProfile;
 use crate::http::Published;
 use crate::records::influx::InfluxSink;
@@ -27,6 +28,8 @@ pub enum Event {
     Tick,
     /// The assembly file changed: the new assembly, or the located errors that reject it.
     Assembly(Result<cfg::Assembly, Vec<String>>),
+    /// An external PV forecast arrived (file or MQTT topic), or why it was refused.
+    Forecast(Result<ExternalForecast, String>),
     Shutdown,
 }
 
@@ -42,6 +45,8 @@ pub struct RunOptions {
     pub mqtt_state: Option<MqttStatePublisher>,
     /// Where the learnt load profile is kept across restarts (`None`: not kept).
     pub profile_file: Option<PathBuf>,
+    /// The external PV forecast file of `[forecast] pv_file`, resolved, watched for changes.
+    pub forecast_file: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -54,6 +59,7 @@ impl RunOptions {
             influx: None,
             mqtt_state: None,
             profile_file: None,
+            forecast_file: None,
         }
     }
 }
@@ -134,7 +140,38 @@ pub async fn start(
     let (tx, rx) = watch::channel(Arc::new(initial(&core)));
     let (events_tx, mut events) = mpsc::channel::<Event>(8);
     if let Some(path) = opts.assembly_path.clone() {
-        tasks.spawn(watch_assembly(path, site.clone(), events_tx.clone()));
+        let site = site.clone();
+        let shown = path.display().to_string();
+        tasks.spawn(watch_file(path, true, events_tx.clone(), move |bytes| {
+            Event::Assembly(
+                cfg::load_assembly(&site, &shown, bytes)
+                    .map_err(|d| d.iter().map(|x| x.to_string()).collect()),
+            )
+        }));
+    }
+    if let Some(path) = opts.forecast_file.clone() {
+        let shown = path.display().to_string();
+        tasks.spawn(watch_file(path, false, events_tx.clone(), move |bytes| {
+            Event::Forecast(ExternalForecast::parse(&bytes).map_err(|e| format!("{shown}: {e}")))
+        }));
+    }
+    if let (Some(topic), Some(loads)) = (
+        site.forecast.as_ref().and_then(|f| f.pv_topic.clone()),
+        &loads,
+    ) {
+        let tx = events_tx.clone();
+        let shown = topic.clone();
+        loads
+            .bus
+            .subscribe(
+                &topic,
+                Arc::new(move |payload: &[u8]| {
+                    let parsed =
+                        ExternalForecast::parse(payload).map_err(|e| format!("{shown}: {e}"));
+                    let _ = tx.try_send(Event::Forecast(parsed));
+                }),
+            )
+            .await?;
     }
     {
         let events_tx = events_tx.clone();
@@ -227,6 +264,17 @@ pub async fn start(
                         errors.len()
                     );
                     core.reject_assembly(errors);
+                }
+                Event::Forecast(Ok(f)) => {
+                    tracing::info!(
+                        start = %f.start,
+                        steps = f.watts.len(),
+                        "external PV forecast in use where it covers the plan"
+                    );
+                    core.set_external_pv(f);
+                }
+                Event::Forecast(Err(e)) => {
+                    tracing::warn!("external PV forecast refused, local model kept: {e}");
                 }
                 Event::Shutdown => break,
             }
@@ -347,11 +395,18 @@ async fn leave_safe(core: &Core, loads: &Loads) {
     tracing::info!("controller stopped; health loads left on");
 }
 
-/// Polls the assembly file's modification time; on change, validates it against the site.
-async fn watch_assembly(path: PathBuf, site: cfg::Site, events: mpsc::Sender<Event>) {
+/// Polls a file's modification time; when its content changes, sends what `event` makes of it.
+/// With `seen_at_start` (the assembly, already loaded) the content at start is not sent; a
+/// forecast file present at start is read at once.
+async fn watch_file(
+    path: PathBuf,
+    seen_at_start: bool,
+    events: mpsc::Sender<Event>,
+    event: impl Fn(Vec<u8>) -> Event + Send + 'static,
+) {
     let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last: Option<(SystemTime, Vec<u8>)> = None;
-    if let (Some(t), Ok(bytes)) = (modified(&path), std::fs::read(&path)) {
+    if seen_at_start && let (Some(t), Ok(bytes)) = (modified(&path), std::fs::read(&path)) {
         last = Some((t, bytes));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -369,10 +424,7 @@ async fn watch_assembly(path: PathBuf, site: cfg::Site, events: mpsc::Sender<Eve
             continue;
         }
         last = Some((t, bytes.clone()));
-        let shown = path.display().to_string();
-        let result = cfg::load_assembly(&site, &shown, bytes)
-            .map_err(|d| d.iter().map(|x| x.to_string()).collect());
-        if events.send(Event::Assembly(result)).await.is_err() {
+        if events.send(event(bytes)).await.is_err() {
             return;
         }
     }
