@@ -401,6 +401,9 @@ fn an_external_pv_forecast_replaces_the_local_model_where_it_covers_the_plan() {
     let plan = core.plan_view();
     assert_eq!(plan.steps[0].pv_watts, 1234.0);
     assert_eq!(plan.steps[7].pv_watts, 1234.0);
-    assert_ne!(plan.steps[8].pv_watts, 1234.0, "beyond the forecast, the local model");
+    assert_ne!(
+        plan.steps[8].pv_watts, 1234.0,
+        "beyond the forecast, the local model"
+    );
     assert!((plan.steps[20].pv_watts - local.steps[20].pv_watts).abs() < 50.0);
 }
