@@ -336,6 +336,7 @@ impl Harness {
             mqtt_state: None,
             profile_file: None,
             forecast_file: None,
+            credits: None,
         };
         let running = runtime::start(SiteModel::new(self.config.clone()), opts, async move {
             let _ = stopped.await;
@@ -702,6 +703,7 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
             mqtt_state: None,
             profile_file: None,
             forecast_file: None,
+            credits: None,
         };
         let running =
             runtime::start(SiteModel::new(config.clone()), opts, std::future::pending()).await?;

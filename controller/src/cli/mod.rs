@@ -126,31 +126,47 @@ pub fn mqtt_state_from_config(
     }))
 }
 
-/// The ledger's `/api/ledger/` routes for the site's ledger file, when it has been initialised.
-pub fn ledger_routes(site: &communalia_config::Site, base_dir: &std::path::Path) -> axum::Router {
+/// The site's ledger, opened once (its routes and the meter credits share it), when it has been
+/// initialised.
+pub fn open_ledger(
+    site: &communalia_config::Site,
+    base_dir: &std::path::Path,
+) -> Option<Arc<std::sync::Mutex<communalia_ledger::Ledger<communalia_ledger::SqliteStore>>>> {
     let db = base_dir.join(&site.ledger.database);
     if !db.exists() {
         tracing::warn!(
             file = %db.display(),
-            "no ledger yet (run `communalia ledger init`); /api/ledger/ is not served"
+            "no ledger yet (run `communalia ledger init`); no /api/ledger/, no meter credits"
         );
-        return axum::Router::new();
+        return None;
     }
     match ledger::open(&db) {
-        Ok(l) => crate::ledger_http::router(crate::ledger_http::LedgerApi {
-            ledger: Arc::new(std::sync::Mutex::new(l)),
-            today: Arc::new(|| {
-                use chrono::Datelike;
-                let d = chrono::Utc::now().date_naive();
-                // Days since 1970-01-01, which is what a `Day` counts.
-                communalia_ledger::Day::from_ymd(d.year(), d.month(), d.day()).unwrap_or(
-                    communalia_ledger::Day((chrono::Utc::now().timestamp() / 86_400) as i32),
-                )
-            }),
-        }),
+        Ok(l) => Some(Arc::new(std::sync::Mutex::new(l))),
         Err(e) => {
-            tracing::error!(file = %db.display(), error = %format!("{e:#}"), "ledger not served");
-            axum::Router::new()
+            tracing::error!(file = %db.display(), error = %format!("{e:#}"), "ledger not opened");
+            None
         }
     }
+}
+
+/// The ledger's `/api/ledger/` routes.
+pub fn ledger_routes(
+    ledger: Option<
+        Arc<std::sync::Mutex<communalia_ledger::Ledger<communalia_ledger::SqliteStore>>>,
+    >,
+) -> axum::Router {
+    let Some(ledger) = ledger else {
+        return axum::Router::new();
+    };
+    crate::ledger_http::router(crate::ledger_http::LedgerApi {
+        ledger,
+        today: Arc::new(|| {
+            use chrono::Datelike;
+            let d = chrono::Utc::now().date_naive();
+            // Days since 1970-01-01, which is what a `Day` counts.
+            communalia_ledger::Day::from_ymd(d.year(), d.month(), d.day()).unwrap_or(
+                communalia_ledger::Day((chrono::Utc::now().timestamp() / 86_400) as i32),
+            )
+        }),
+    })
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config_files::{self, LoadError};
+use crate::control::credits::Credits;
 use crate::control::io::Clock;
 use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
@@ -43,7 +44,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .to_path_buf();
+        let ledger = super::open_ledger(&site, &base_dir);
+        let credits = ledger.as_ref().and_then(|l| {
+            let key_file = base_dir.join(&site.ledger.controller_key_file);
+            match super::ledger::read_key(&key_file) {
+                Ok(key) => Some(Credits::new(std::sync::Arc::clone(l), key, &site)),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "no controller key; no meter credits");
+                    None
+                }
+            }
+        });
         let opts = RunOptions {
+            credits,
             dry_run: args.dry_run,
             assembly_path: Some(assembly_path),
             profile_file: Some(base_dir.join(format!("{}-load-profile.json", site.id))),
@@ -63,8 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let running =
             runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        let ledger = super::ledger_routes(&site, &base_dir);
-        let addr = super::serve_http(&site, running.published.clone(), &base_dir, ledger).await?;
+        let routes = super::ledger_routes(ledger);
+        let addr = super::serve_http(&site, running.published.clone(), &base_dir, routes).await?;
         tracing::info!(site = %site.id, dry_run = args.dry_run, http = %addr, "controller running");
         running.task.await??;
         Ok(ExitCode::SUCCESS)

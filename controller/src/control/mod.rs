@@ -7,6 +7,7 @@
 //! - [`runtime`]: the loop over a closed set of events, publishing for the API, page and records.
 
 pub mod core;
+pub mod credits;
 pub mod io;
 pub mod model;
 pub mod runtime;

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::core::{Action, Command, Core, Outcome};
+use super::credits::Credits;
 use super::io::{self, Clock, Loads};
 use super::model::SiteModel;
 use crate::forecast::external::ExternalForecast;
@@ -21,6 +22,7 @@ use crate::records::influx::InfluxSink;
 use crate::records::mqtt_state::MqttStatePublisher;
 use crate::records::schema::{self, Counters, Sample};
 use crate::state::StateView;
+use communalia_ledger::SqliteStore;
 
 /// Everything that wakes the loop.
 #[derive(Debug)]
@@ -47,6 +49,8 @@ pub struct RunOptions {
     pub profile_file: Option<PathBuf>,
     /// The external PV forecast file of `[forecast] pv_file`, resolved, watched for changes.
     pub forecast_file: Option<PathBuf>,
+    /// Meter credits for shifted load, posted to the site's ledger.
+    pub credits: Option<Credits<SqliteStore>>,
 }
 
 impl RunOptions {
@@ -60,6 +64,7 @@ impl RunOptions {
             mqtt_state: None,
             profile_file: None,
             forecast_file: None,
+            credits: None,
         }
     }
 }
@@ -214,6 +219,10 @@ pub async fn start(
                     counters.cycles += 1;
                     if let Some(sink) = &opts.influx {
                         counters.influxdb_points_dropped = sink.stats().dropped;
+                    }
+                    if let Some(c) = opts.credits.as_mut().filter(|_| !opts.dry_run) {
+                        c.observe(&outcome.state, image.at);
+                        counters.communs_issued_millis = c.issued_millis;
                     }
                     let sample = Sample {
                         state: &outcome.state,

@@ -1,0 +1,210 @@
+//! Meter credits: energy a member's flexible load drew while the site had energy to spare is
+//! load shifted into surplus hours, which the community recognises in Communs. The cycle reports
+//! each state; once an hour (site time) the sums are posted to the ledger, signed with the
+//! controller's key, within the per-member daily cap the ledger enforces.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Datelike, Utc};
+use communalia_config as cfg;
+use communalia_ledger::{Day, Ledger, LedgerError, MeterKind, Reject, SigningKey, Store};
+
+use crate::state::{GridState, StateView};
+
+/// Posts a member's shifted energy at least this often (site time).
+const FLUSH_EVERY: chrono::Duration = chrono::Duration::hours(1);
+
+pub struct Credits<S: Store> {
+    ledger: Arc<Mutex<Ledger<S>>>,
+    key: SigningKey,
+    /// Flexible loads owned by a member: load id → member name in the ledger.
+    owners: BTreeMap<String, String>,
+    pending_wh: BTreeMap<String, f64>,
+    last: Option<DateTime<Utc>>,
+    flushed: Option<DateTime<Utc>>,
+    /// Milli-Communs credited since start.
+    pub issued_millis: u64,
+}
+
+impl<S: Store> Credits<S> {
+    /// Credits for the site's member-owned flexible loads.
+    pub fn new(ledger: Arc<Mutex<Ledger<S>>>, key: SigningKey, site: &cfg::Site) -> Self {
+        let owners = site
+            .loads
+            .iter()
+            .filter(|l| l.flexible)
+            .filter_map(|l| match &l.owner {
+                cfg::Owner::Member(m) => Some((l.id.clone(), m.clone())),
+                cfg::Owner::Service(_) => None,
+            })
+            .collect();
+        Self {
+            ledger,
+            key,
+            owners,
+            pending_wh: BTreeMap::new(),
+            last: None,
+            flushed: None,
+            issued_millis: 0,
+        }
+    }
+
+    /// Counts one cycle; posts the sums when an hour has passed.
+    pub fn observe(&mut self, state: &StateView, at: DateTime<Utc>) {
+        let dt_h = self
+            .last
+            .map_or(0.0, |l| (at - l).num_milliseconds() as f64 / 3_600_000.0);
+        self.last = Some(at);
+        if state.grid_state == GridState::Surplus && dt_h > 0.0 && dt_h < 0.25 {
+            for l in state.loads.iter().filter(|l| l.on) {
+                if let Some(member) = self.owners.get(&l.id) {
+                    let watts = l.measured_watts.unwrap_or(l.allocated_watts).max(0.0);
+                    *self.pending_wh.entry(member.clone()).or_default() += watts * dt_h;
+                }
+            }
+        }
+        let due = self.flushed.is_none_or(|f| at - f >= FLUSH_EVERY || at < f);
+        if due {
+            self.flushed = Some(at);
+            self.flush(at);
+        }
+    }
+
+    fn flush(&mut self, at: DateTime<Utc>) {
+        let Some(day) = Day::from_ymd(at.year(), at.month(), at.day()) else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.pending_wh);
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        for (member, wh) in pending {
+            let wh = wh.floor() as u64;
+            if wh == 0 {
+                continue;
+            }
+            let Some(id) = ledger
+                .state()
+                .members()
+                .iter()
+                .find(|m| m.active && m.name == member)
+                .map(|m| m.id)
+            else {
+                tracing::warn!(
+                    member,
+                    wh,
+                    "no active ledger member of that name; not credited"
+                );
+                continue;
+            };
+            let before = ledger.meter_headroom(id, day).0;
+            match ledger.credit_meter(&self.key, id, MeterKind::Shifted, wh, day) {
+                Ok(_) => {
+                    let credited = (before - ledger.meter_headroom(id, day).0).max(0);
+                    self.issued_millis += credited as u64;
+                    tracing::info!(
+                        member,
+                        wh,
+                        millis = credited,
+                        "meter credit for shifted load"
+                    );
+                }
+                Err(LedgerError::Rejected(Reject::MeterCapExceeded { .. })) => {
+                    tracing::info!(member, wh, "daily meter-credit cap reached; not credited");
+                }
+                Err(e) => tracing::warn!(member, wh, error = %e, "meter credit refused"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use communalia_ledger::fixtures::Village;
+    use communalia_ledger::{MemStore, Params};
+
+    fn state(grid: GridState, on: bool) -> StateView {
+        StateView {
+            time: String::new(),
+            site: crate::state::SiteView {
+                id: "t".into(),
+                name: "t".into(),
+            },
+            available_watts: 0.0,
+            pv_watts: None,
+            consumption_watts: None,
+            battery: None,
+            grid_state: grid,
+            dry_run: false,
+            devices: vec![],
+            tiers: vec![],
+            loads: vec![crate::state::LoadView {
+                id: "ebike_amani".into(),
+                name: "E-bike".into(),
+                tier: "comfort".into(),
+                rank: 6,
+                on,
+                allocated_watts: 600.0,
+                measured_watts: Some(600.0),
+                reason: String::new(),
+                fault: None,
+            }],
+            assembly_errors: vec![],
+        }
+    }
+
+    #[test]
+    fn shifted_energy_in_surplus_is_credited_once_an_hour_and_nothing_otherwise() {
+        let day = Day::from_ymd(2026, 3, 2).unwrap();
+        let (ledger, village) =
+            Village::found(MemStore::default(), "t", 2, Params::default(), day).unwrap();
+        let ledger = Arc::new(Mutex::new(ledger));
+        let mut site = crate::demo::village_config(
+            &crate::demo::Ports {
+                modbus_base: 1,
+                mqtt: 1,
+            },
+            1.0,
+        )
+        .unwrap()
+        .site;
+        let mut l = site.loads[0].clone();
+        l.id = "ebike_amani".into();
+        l.flexible = true;
+        l.owner = cfg::Owner::Member("member 0".into());
+        site.loads = vec![l];
+        let mut credits = Credits::new(Arc::clone(&ledger), village.controller.clone(), &site);
+        let t0: DateTime<Utc> = "2026-03-02T09:00:00Z".parse().unwrap();
+        // Two hours: the first in surplus, the second in scarcity; one cycle a minute.
+        for m in 0..=120 {
+            let grid = if m <= 60 {
+                GridState::Surplus
+            } else {
+                GridState::Scarcity
+            };
+            credits.observe(&state(grid, true), t0 + chrono::Duration::minutes(m));
+        }
+        let member = Village::member(0);
+        let headroom = ledger.lock().unwrap().meter_headroom(member, day);
+        let cap = Params::default().meter_daily_cap;
+        assert!(
+            credits.issued_millis > 0,
+            "600 W for an hour of surplus is credited"
+        );
+        assert_eq!(cap.0 - headroom.0, credits.issued_millis as i64);
+        // Nothing for the scarce hour, and nothing for a member who owns no flexible load.
+        let issued = credits.issued_millis;
+        credits.observe(
+            &state(GridState::Scarcity, true),
+            t0 + chrono::Duration::minutes(200),
+        );
+        assert_eq!(credits.issued_millis, issued);
+        assert_eq!(
+            ledger
+                .lock()
+                .unwrap()
+                .meter_headroom(Village::member(1), day),
+            cap
+        );
+    }
+}
