@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use communalia_config as cfg;
 use communalia_planner as planner;
 
 use crate::config_files::{self, LoadError};
@@ -64,10 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The allocation at `available` watts, with the battery (when `soc` is given) only as a store
 /// of the health reserve: power beyond `available` never comes from it.
 pub fn allocate(model: &SiteModel, available: f64, soc: Option<f64>) -> planner::Allocation {
-    let priorities = model.priorities(|l| match &l.control {
-        cfg::Control::Setpoint { max, .. } => max.0,
-        _ => l.nominal.0,
-    });
+    let priorities = model.priorities();
     let battery = soc.and_then(|s| {
         model.battery(s / 100.0).map(|mut b| {
             b.max_discharge_watts = 0.0;

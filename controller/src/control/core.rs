@@ -11,6 +11,7 @@
 //! - A plug that is offline or silent gets no command; the load shows the fault.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use communalia_config as cfg;
@@ -98,7 +99,8 @@ pub const PLAN_STEPS: usize = 96;
 /// The cycle's memory between steps: rotation, the horizon plan, the PV calibration.
 #[derive(Debug)]
 pub struct Core {
-    model: SiteModel,
+    /// Shared so a cycle can hold the site while it updates the core's memory, without a copy.
+    model: Arc<SiteModel>,
     rotation: planner::Rotation,
     plan: Option<planner::HorizonPlan>,
     plan_at: Option<DateTime<Utc>>,
@@ -119,7 +121,7 @@ pub struct Core {
 impl Core {
     pub fn new(model: SiteModel, dry_run: bool) -> Self {
         Self {
-            model,
+            model: Arc::new(model),
             rotation: planner::Rotation::default(),
             plan: None,
             plan_at: None,
@@ -161,7 +163,7 @@ impl Core {
 
     /// A new, validated assembly takes effect from the next step; the plan is redone.
     pub fn set_assembly(&mut self, assembly: cfg::Assembly) {
-        self.model.config.assembly = assembly;
+        Arc::make_mut(&mut self.model).config.assembly = assembly;
         self.assembly_errors.clear();
         self.plan_at = None;
     }
@@ -185,7 +187,8 @@ impl Core {
     /// One cycle: read the image, allocate, decide commands, describe.
     pub fn step(&mut self, image: &ProcessImage) -> Outcome {
         let now = image.at;
-        let site = self.model.site().clone();
+        let model = Arc::clone(&self.model);
+        let site = model.site();
         let mut faults = Vec::new();
 
         // What the devices say, fresh or not.
@@ -318,10 +321,7 @@ impl Core {
             .and_then(|(p, s)| p.battery_watts.get(s).copied())
             .map_or(0.0, |w| (-w).max(0.0));
 
-        let mut priorities = self.model.priorities(|l| match &l.control {
-            cfg::Control::Setpoint { max, .. } => max.0,
-            _ => l.nominal.0,
-        });
+        let mut priorities = self.model.priorities();
         if let (Some(plan), Some(s)) = (&self.plan, step) {
             for load in priorities.tiers.iter_mut().flat_map(|t| &mut t.loads) {
                 if load.flexible || load.need.is_some() {
@@ -515,10 +515,7 @@ impl Core {
                     .health_reserve_wh(now + step * i32::try_from(i).unwrap_or(0))
             })
             .collect();
-        let mut priorities = self.model.priorities(|l| match &l.control {
-            cfg::Control::Setpoint { max, .. } => max.0,
-            _ => l.nominal.0,
-        });
+        let mut priorities = self.model.priorities();
         if self.delivered.0 == self.local_day(now) {
             for load in priorities.tiers.iter_mut().flat_map(|t| &mut t.loads) {
                 if let (Some(need), Some(got)) =
@@ -569,6 +566,11 @@ impl Core {
     /// Energy a load with a daily need has had today, in watt-hours.
     pub fn delivered_today(&self, load: &str) -> f64 {
         self.delivered.1.get(load).copied().unwrap_or(0.0)
+    }
+
+    /// When the horizon plan in force was made (`None` before the first).
+    pub fn plan_made_at(&self) -> Option<DateTime<Utc>> {
+        self.plan_at
     }
 
     /// The horizon plan as `/api/plan` shows it.

@@ -1,9 +1,12 @@
 //! Meter credits: energy a member's flexible load drew while the site had energy to spare is
 //! load shifted into surplus hours, which the community recognises in Communs. The cycle reports
-//! each state; once an hour (site time) the sums are posted to the ledger, signed with the
-//! controller's key, within the per-member daily cap the ledger enforces.
+//! each state (a few additions); once an hour (site time) the sums are posted to the ledger,
+//! signed with the controller's key, within the per-member daily cap the ledger enforces. The
+//! posting runs on a blocking thread, off the control loop: it fsyncs SQLite and waits for the
+//! ledger's lock, which an HTTP `verify` may hold for seconds.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Utc};
@@ -23,11 +26,10 @@ pub struct Credits<S: Store> {
     pending_wh: BTreeMap<String, f64>,
     last: Option<DateTime<Utc>>,
     flushed: Option<DateTime<Utc>>,
-    /// Milli-Communs credited since start.
-    pub issued_millis: u64,
+    issued_millis: Arc<AtomicU64>,
 }
 
-impl<S: Store> Credits<S> {
+impl<S: Store + Send + 'static> Credits<S> {
     /// Credits for the site's member-owned flexible loads.
     pub fn new(ledger: Arc<Mutex<Ledger<S>>>, key: SigningKey, site: &cfg::Site) -> Self {
         let owners = site
@@ -46,8 +48,13 @@ impl<S: Store> Credits<S> {
             pending_wh: BTreeMap::new(),
             last: None,
             flushed: None,
-            issued_millis: 0,
+            issued_millis: Arc::default(),
         }
+    }
+
+    /// Milli-Communs credited since start.
+    pub fn issued_millis(&self) -> u64 {
+        self.issued_millis.load(Ordering::Relaxed)
     }
 
     /// Counts one cycle; posts the sums when an hour has passed.
@@ -65,17 +72,39 @@ impl<S: Store> Credits<S> {
             }
         }
         let due = self.flushed.is_none_or(|f| at - f >= FLUSH_EVERY || at < f);
-        if due {
+        if due && !self.pending_wh.is_empty() {
             self.flushed = Some(at);
-            self.flush(at);
+            let job = Flush {
+                ledger: Arc::clone(&self.ledger),
+                key: self.key.clone(),
+                pending: std::mem::take(&mut self.pending_wh),
+                issued: Arc::clone(&self.issued_millis),
+            };
+            // Outside a runtime (tests, the replay) the posting runs here.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(move || job.run(at))),
+                Err(_) => job.run(at),
+            }
+        } else if due {
+            self.flushed = Some(at);
         }
     }
+}
 
-    fn flush(&mut self, at: DateTime<Utc>) {
+/// One hour's credits, posted together.
+struct Flush<S: Store> {
+    ledger: Arc<Mutex<Ledger<S>>>,
+    key: SigningKey,
+    pending: BTreeMap<String, f64>,
+    issued: Arc<AtomicU64>,
+}
+
+impl<S: Store> Flush<S> {
+    fn run(self, at: DateTime<Utc>) {
         let Some(day) = Day::from_ymd(at.year(), at.month(), at.day()) else {
             return;
         };
-        let pending = std::mem::take(&mut self.pending_wh);
+        let pending = self.pending;
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         for (member, wh) in pending {
             let wh = wh.floor() as u64;
@@ -100,7 +129,7 @@ impl<S: Store> Credits<S> {
             match ledger.credit_meter(&self.key, id, MeterKind::Shifted, wh, day) {
                 Ok(_) => {
                     let credited = (before - ledger.meter_headroom(id, day).0).max(0);
-                    self.issued_millis += credited as u64;
+                    self.issued.fetch_add(credited as u64, Ordering::Relaxed);
                     tracing::info!(
                         member,
                         wh,
@@ -188,17 +217,17 @@ mod tests {
         let headroom = ledger.lock().unwrap().meter_headroom(member, day);
         let cap = Params::default().meter_daily_cap;
         assert!(
-            credits.issued_millis > 0,
+            credits.issued_millis() > 0,
             "600 W for an hour of surplus is credited"
         );
-        assert_eq!(cap.0 - headroom.0, credits.issued_millis as i64);
+        assert_eq!(cap.0 - headroom.0, credits.issued_millis() as i64);
         // Nothing for the scarce hour, and nothing for a member who owns no flexible load.
-        let issued = credits.issued_millis;
+        let issued = credits.issued_millis();
         credits.observe(
             &state(GridState::Scarcity, true),
             t0 + chrono::Duration::minutes(200),
         );
-        assert_eq!(credits.issued_millis, issued);
+        assert_eq!(credits.issued_millis(), issued);
         assert_eq!(
             ledger
                 .lock()

@@ -58,10 +58,10 @@ impl SiteModel {
         self.placement(load).is_some_and(|p| p.health)
     }
 
-    /// The assembly's tiers as planner input. `demand` gives each controlled load's demand in
-    /// watts (its nominal power when it says nothing else). Loads that are only measured are
-    /// not in the priorities: the planner counts them as uncontrolled consumption.
-    pub fn priorities(&self, demand: impl Fn(&cfg::Load) -> f64) -> planner::Priorities {
+    /// The assembly's tiers as planner input, every controlled load asking its nominal power
+    /// (a setpoint load its maximum). Loads that are only measured are not in the priorities:
+    /// the planner counts them as uncontrolled consumption.
+    pub fn priorities(&self) -> planner::Priorities {
         let site = &self.config.site;
         let health_tier = self.health_tier();
         let tiers = self
@@ -76,7 +76,7 @@ impl SiteModel {
                     .iter()
                     .filter_map(|id| site.load(id))
                     .filter(|l| l.control.is_controlled())
-                    .map(|l| planner_load(l, demand(l), i == health_tier))
+                    .map(|l| planner_load(l, i == health_tier))
                     .collect();
                 planner::Tier::new(
                     t.name.clone(),
@@ -212,12 +212,12 @@ impl SiteModel {
     }
 }
 
-fn planner_load(l: &cfg::Load, demand: f64, health: bool) -> planner::Load {
+fn planner_load(l: &cfg::Load, health: bool) -> planner::Load {
     let mut load = match &l.control {
         cfg::Control::Setpoint { min, max, .. } => {
-            planner::Load::adjustable(l.id.clone(), min.0, max.0).demanding(demand.min(max.0))
+            planner::Load::adjustable(l.id.clone(), min.0, max.0)
         }
-        _ => planner::Load::on_off(l.id.clone(), demand),
+        _ => planner::Load::on_off(l.id.clone(), l.nominal.0),
     }
     .named(l.name.clone());
     load.flexible = l.flexible;
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn village_tiers_map_to_the_planner_with_health_first() {
         let m = village();
-        let p = m.priorities(|l| l.nominal.0);
+        let p = m.priorities();
         assert_eq!(p.tiers.len(), m.assembly().tiers.len());
         assert!(p.tiers[0].loads.iter().all(|l| l.health));
         assert!(

@@ -202,7 +202,8 @@ pub async fn start(
         let in_flight: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let mut counters = Counters::default();
         let mut previous: BTreeMap<String, bool> = BTreeMap::new();
-        let mut plan_view = (String::new(), core.plan_view());
+        // The plan view is rebuilt only when the core made a new plan, not every cycle.
+        let mut plan_view = (core.plan_made_at(), core.plan_view());
         let mut saved = Instant::now();
         while let Some(event) = events.recv().await {
             match event {
@@ -222,7 +223,7 @@ pub async fn start(
                     }
                     if let Some(c) = opts.credits.as_mut().filter(|_| !opts.dry_run) {
                         c.observe(&outcome.state, image.at);
-                        counters.communs_issued_millis = c.issued_millis;
+                        counters.communs_issued_millis = c.issued_millis();
                     }
                     let sample = Sample {
                         state: &outcome.state,
@@ -237,9 +238,8 @@ pub async fn start(
                     if let Some(mqtt) = &opts.mqtt_state {
                         mqtt.publish(&outcome.state);
                     }
-                    let fresh = core.plan_view();
-                    if fresh.generated_at != plan_view.0 {
-                        plan_view = (fresh.generated_at.clone(), fresh);
+                    if core.plan_made_at() != plan_view.0 {
+                        plan_view = (core.plan_made_at(), core.plan_view());
                     }
                     if saved.elapsed() >= PROFILE_SAVE_EVERY {
                         saved = Instant::now();
