@@ -13,14 +13,14 @@ use communalia_config as cfg;
 use communalia_drivers::modbus_sim::ModbusSim;
 use communalia_drivers::mqtt::{MqttBus, MqttConfig};
 use communalia_drivers::mqtt_sim::MqttSim;
+use communalia_drivers::plug::PlugKind;
 use communalia_drivers::shelly::sim::ShellyPlug;
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
-use communalia_drivers::tasmota::TasmotaTopics;
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::control::io::Clock;
+use crate::control::io::{Clock, plug_kind};
 use crate::control::model::SiteModel;
 use crate::forecast::solar;
 
@@ -70,9 +70,13 @@ pub fn config_from(
     )
     .map_err(|d| anyhow::anyhow!("the built-in village example is invalid:\n{d}"))?;
     for (i, d) in config.site.devices.iter_mut().enumerate() {
+        let port = u16::try_from(i)
+            .ok()
+            .and_then(|i| ports.modbus_base.checked_add(i))
+            .ok_or_else(|| anyhow::anyhow!("no Modbus port left above {}", ports.modbus_base))?;
         d.address = cfg::Endpoint {
             host: "127.0.0.1".into(),
-            port: ports.modbus_base + u16::try_from(i).unwrap_or(0),
+            port,
         };
         d.stale_after = d.stale_after.mul_f64(speed.max(1.0));
     }
@@ -146,7 +150,8 @@ impl Village {
         };
 
         let speed = clock.speed();
-        let modbus = |i: u16| -> SocketAddr { ([127, 0, 0, 1], ports.modbus_base + i).into() };
+        let modbus =
+            |i: u16| -> SocketAddr { ([127, 0, 0, 1], ports.modbus_base.saturating_add(i)).into() };
         let mut inv = SunSpecSim::inverter(40000, INVERTER_WATTS, Irradiance::Fixed(0.0), false);
         inv.set_speed(speed);
         let mut bat = SunSpecSim::battery(40000, BATTERY_WH, BATTERY_WATTS, 70.0);
@@ -176,26 +181,22 @@ impl Village {
         let mut plugs = Vec::new();
         let mut setpoint_bus = None;
         for l in &config.site.loads {
-            let plug = match &l.control {
-                cfg::Control::Tasmota {
-                    topic,
-                    full_topic,
-                    relay,
-                } => {
-                    let topics = TasmotaTopics::new(topic.clone())
-                        .full_topic(full_topic.clone())
-                        .relay(*relay);
+            let plug = match (plug_kind(&l.control), &l.control) {
+                (Some(PlugKind::Tasmota(topics, _)), _) => {
                     Plug::Tasmota(TasmotaPlug::new(topics, l.nominal.0, tele).start(&mqtt))
                 }
-                cfg::Control::Shelly { device_id, .. } => {
-                    Plug::Shelly(ShellyPlug::new(device_id.clone(), l.nominal.0, tele).start(&mqtt))
+                (Some(PlugKind::Shelly(topics)), _) => {
+                    Plug::Shelly(ShellyPlug::new(topics.prefix, l.nominal.0, tele).start(&mqtt))
                 }
-                cfg::Control::Setpoint {
-                    command_topic,
-                    state_topic,
-                    max,
-                    ..
-                } => {
+                (
+                    _,
+                    cfg::Control::Setpoint {
+                        command_topic,
+                        state_topic,
+                        max,
+                        ..
+                    },
+                ) => {
                     let bus = setpoint_bus.get_or_insert_with(|| {
                         MqttBus::start(&mqtt.with_client_id("demo-setpoints"))
                     });
@@ -225,7 +226,8 @@ impl Village {
                     .await?;
                     Plug::Setpoint(rx)
                 }
-                cfg::Control::MeasuredOnly => Plug::Fixed(l.nominal.0),
+                // Measured only: always on, not controllable (the telecom mast).
+                _ => Plug::Fixed(l.nominal.0),
             };
             plugs.push((l.id.clone(), plug));
         }

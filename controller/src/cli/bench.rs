@@ -35,3 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Target::Ledger(a) => ledger::run(a),
     }
 }
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank; NaN when there are none.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

@@ -8,7 +8,6 @@ use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
 use crate::demo::{self, Ports, Village};
 use crate::records::influx::{InfluxSettings, InfluxSink};
-use crate::records::mqtt_state::HA_DISCOVERY_PREFIX;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -91,13 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let opts = RunOptions {
             dry_run: args.dry_run,
             influx: influx(&args)?,
-            mqtt_state: super::mqtt_state_from_config(
-                &site,
-                site.mqtt
-                    .as_ref()
-                    .and_then(|m| m.home_assistant_discovery.clone())
-                    .or_else(|| Some(HA_DISCOVERY_PREFIX.to_string())),
-            ),
+            mqtt_state: super::mqtt_state_from_config(&site),
             ..RunOptions::new(clock)
         };
         let influx_url = args.influxdb_url.clone();

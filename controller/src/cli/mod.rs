@@ -107,11 +107,9 @@ pub fn influx_from_config(
     Ok(Some(InfluxSink::spawn(settings)?))
 }
 
-/// The MQTT state publisher for the site's broker, if it has one.
-pub fn mqtt_state_from_config(
-    site: &communalia_config::Site,
-    discovery_prefix: Option<String>,
-) -> Option<MqttStatePublisher> {
+/// The MQTT state publisher for the site's broker, if it has one, announcing the site to Home
+/// Assistant when `[mqtt] home_assistant_discovery` says so.
+pub fn mqtt_state_from_config(site: &communalia_config::Site) -> Option<MqttStatePublisher> {
     // No TLS in this build: the plugs' connection refuses to start, and so does this one.
     let m = site.mqtt.as_ref().filter(|m| !m.tls)?;
     let mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, m.client_id.clone());
@@ -122,7 +120,7 @@ pub fn mqtt_state_from_config(
             site_name: site.name.clone(),
             has_battery: site.battery.is_some(),
         },
-        discovery_prefix,
+        discovery_prefix: m.home_assistant_discovery.clone(),
     }))
 }
 

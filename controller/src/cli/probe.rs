@@ -146,7 +146,7 @@ async fn probe_site(
     only: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Vec<ProbeReport>> {
-    use communalia_config::{Control, DeviceKind};
+    use communalia_config::DeviceKind;
     let config = crate::config_files::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let site = &config.site;
     let wanted = |id: &str| only.is_none_or(|o| o == id);
@@ -166,26 +166,8 @@ async fn probe_site(
         let client_id = format!("communalia-probe-{}", std::process::id());
         let mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, client_id);
         for l in site.loads.iter().filter(|l| wanted(&l.id)) {
-            let kind = match &l.control {
-                Control::Tasmota {
-                    topic,
-                    full_topic,
-                    relay,
-                } => PlugKind::Tasmota(
-                    TasmotaTopics::new(topic.clone())
-                        .full_topic(full_topic.clone())
-                        .relay(*relay),
-                    SensorKeys::default(),
-                ),
-                Control::Shelly {
-                    device_id,
-                    switch_id,
-                } => {
-                    let mut t = ShellyTopics::new(device_id.clone());
-                    t.switch_id = *switch_id;
-                    PlugKind::Shelly(t)
-                }
-                _ => continue,
+            let Some(kind) = crate::control::io::plug_kind(&l.control) else {
+                continue;
             };
             reports.push(probe::probe_plug(&mqtt, kind, timeout).await);
         }

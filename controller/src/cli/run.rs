@@ -66,12 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .and_then(|f| f.pv_file.as_ref())
                 .map(|f| base_dir.join(f)),
             influx: super::influx_from_config(&site, &base_dir)?,
-            mqtt_state: super::mqtt_state_from_config(
-                &site,
-                site.mqtt
-                    .as_ref()
-                    .and_then(|m| m.home_assistant_discovery.clone()),
-            ),
+            mqtt_state: super::mqtt_state_from_config(&site),
             ..RunOptions::new(Clock::real())
         };
         let running =

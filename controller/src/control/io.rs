@@ -155,6 +155,32 @@ pub fn spawn_pollers(
         .collect()
 }
 
+/// The plug a load's control names (its protocol and topics), `None` for setpoint and
+/// measured-only loads.
+pub fn plug_kind(control: &cfg::Control) -> Option<PlugKind> {
+    match control {
+        cfg::Control::Tasmota {
+            topic,
+            full_topic,
+            relay,
+        } => Some(PlugKind::Tasmota(
+            TasmotaTopics::new(topic.clone())
+                .full_topic(full_topic.clone())
+                .relay(*relay),
+            SensorKeys::default(),
+        )),
+        cfg::Control::Shelly {
+            device_id,
+            switch_id,
+        } => {
+            let mut topics = ShellyTopics::new(device_id.clone());
+            topics.switch_id = *switch_id;
+            Some(PlugKind::Shelly(topics))
+        }
+        cfg::Control::Setpoint { .. } | cfg::Control::MeasuredOnly => None,
+    }
+}
+
 /// A setpoint's last reported watts and when they came.
 pub type SetpointReport = Option<(f64, Instant)>;
 
@@ -207,28 +233,12 @@ impl Loads {
         };
         let mut links = BTreeMap::new();
         for l in loads {
+            if let Some(kind) = plug_kind(&l.control) {
+                let plug = MqttPlug::attach(&bus, kind, options).await?;
+                links.insert(l.id.clone(), LoadLink::Plug(Arc::new(plug)));
+                continue;
+            }
             let link = match &l.control {
-                cfg::Control::Tasmota {
-                    topic,
-                    full_topic,
-                    relay,
-                } => {
-                    let topics = TasmotaTopics::new(topic.clone())
-                        .full_topic(full_topic.clone())
-                        .relay(*relay);
-                    let kind = PlugKind::Tasmota(topics, SensorKeys::default());
-                    LoadLink::Plug(Arc::new(MqttPlug::attach(&bus, kind, options).await?))
-                }
-                cfg::Control::Shelly {
-                    device_id,
-                    switch_id,
-                } => {
-                    let mut topics = ShellyTopics::new(device_id.clone());
-                    topics.switch_id = *switch_id;
-                    LoadLink::Plug(Arc::new(
-                        MqttPlug::attach(&bus, PlugKind::Shelly(topics), options).await?,
-                    ))
-                }
                 cfg::Control::Setpoint {
                     command_topic,
                     state_topic,
@@ -270,7 +280,7 @@ impl Loads {
                         echo,
                     }
                 }
-                cfg::Control::MeasuredOnly => continue,
+                _ => continue,
             };
             links.insert(l.id.clone(), link);
         }

@@ -11,6 +11,7 @@ use communalia_drivers::modbus_sim::ModbusSim;
 use communalia_drivers::regmap::{RegisterMapSim, SDM630};
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
 
+use super::percentile;
 use crate::control::io::Clock;
 use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
@@ -151,14 +152,6 @@ fn vm_mb(key: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -17,6 +17,8 @@ use communalia_drivers::tasmota::sim::TasmotaPlug;
 use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
 use tokio::task::JoinSet;
 
+use super::percentile;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Print one JSON object instead of a table.
@@ -40,13 +42,6 @@ pub struct Args {
 }
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
 
 /// A broker for the bench: the one given, a fresh mosquitto, or the built-in one.
 struct Broker {
