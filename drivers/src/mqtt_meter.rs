@@ -77,6 +77,9 @@ pub fn parse_json_power(
         PowerUnit::Watts => n,
         PowerUnit::Kilowatts => n * 1000.0,
     };
+    if !w.is_finite() {
+        return Err(ParseError(format!("{pointer:?} is out of range: {n}")));
+    }
     Ok(Watts(if invert { -w } else { w }))
 }
 
@@ -107,6 +110,14 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Counts a payload that could not be read; the last good values stay as they were.
+fn note_malformed(s: &mut MeterState, topic: &str, e: &ParseError) {
+    s.malformed += 1;
+    if s.malformed == 1 || s.malformed.is_power_of_two() {
+        tracing::warn!(topic, error = %e, count = s.malformed, "malformed meter payload ignored");
+    }
+}
+
 fn set_power(
     tx: &watch::Sender<MeterState>,
     topic: &str,
@@ -122,10 +133,7 @@ fn set_power(
         }
         Err(e) => {
             s.power = None;
-            s.malformed += 1;
-            if s.malformed == 1 || s.malformed.is_power_of_two() {
-                tracing::warn!(topic, error = %e, count = s.malformed, "malformed meter payload ignored");
-            }
+            note_malformed(s, topic, &e);
         }
     });
 }
@@ -145,11 +153,13 @@ impl MqttMeter {
                     Arc::new(move |p: &[u8]| set_power(&t, &name, kind.parse_power(p).map(Some))),
                 ));
                 let (t, topic) = (Arc::clone(&tx), kind.energy_topic(&prefix));
+                let name = topic.clone();
                 routes.push((
                     topic,
-                    Arc::new(move |p: &[u8]| {
-                        let e = kind.parse_energy(p).ok();
-                        t.send_modify(|s| s.energy = e);
+                    // A bad energy message is counted; the last good counter reading stays.
+                    Arc::new(move |p: &[u8]| match kind.parse_energy(p) {
+                        Ok(e) => t.send_modify(|s| s.energy = Some(e)),
+                        Err(e) => t.send_modify(|s| note_malformed(s, &name, &e)),
                     }),
                 ));
                 let t = Arc::clone(&tx);
@@ -169,7 +179,9 @@ impl MqttMeter {
                     Arc::new(move |p: &[u8]| match tasmota::parse_sensor(p, &keys) {
                         Ok(r) => {
                             set_power(&t, &name, Ok(r.power));
-                            t.send_modify(|s| s.energy = r.energy);
+                            if r.energy.is_some() {
+                                t.send_modify(|s| s.energy = r.energy);
+                            }
                         }
                         Err(e) => set_power(&t, &name, Err(e)),
                     }),
@@ -261,6 +273,12 @@ impl EnergyMeter for MqttMeter {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_finite_value_that_overflows_once_scaled_is_refused_not_infinite() {
+        let r = parse_json_power(br#"{"p":1e306}"#, "/p", PowerUnit::Kilowatts, false);
+        assert!(r.is_err(), "{r:?}");
+    }
 
     #[test]
     fn a_json_pointer_picks_the_value_with_its_unit_and_sign() {

@@ -261,6 +261,8 @@ impl SunSpecDevice {
                 .min(u32::MAX - 1);
             // WMaxLimPctEna, WMaxLimPct, WMaxLimPctRvrt, WMaxLimPctEnaRvrt, WMaxLimPctRvrtTms.
             let words = [1, raw, full, 0, (rvrt >> 16) as u16, rvrt as u16];
+            // The last word must be inside the model too, or the block spills into the next.
+            addr("WMaxLimPctRvrtTms")?;
             self.io
                 .write_registers(addr("WMaxLimPctEna")?, &words)
                 .await
@@ -309,7 +311,10 @@ impl SunSpecDevice {
         let start = b
             .address_of("OutWRte")
             .ok_or(DriverError::NotImplemented("OutWRte"))?;
-        // OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are contiguous.
+        // OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are contiguous; the last must be
+        // inside the model the device reported, or the block spills into the next.
+        b.address_of("InOutWRte_RvrtTms")
+            .ok_or(DriverError::NotImplemented("InOutWRte_RvrtTms"))?;
         self.io
             .write_registers(start, &[out_raw, in_raw, 0, rvrt])
             .await?;

@@ -197,8 +197,10 @@ impl ModelBlock {
         }
     }
 
-    /// PDU address of a point (for writes).
+    /// PDU address of a point (for writes), `None` when the point lies beyond the model length
+    /// the device reported: a write there would land in the next model.
     pub fn address_of(&self, name: &str) -> Option<u16> {
+        self.raw(name)?;
         let pt = self.point_def(name)?;
         self.address.checked_add(pt.offset)
     }
@@ -222,6 +224,18 @@ mod tests {
             address: 40070,
             regs,
         }
+    }
+
+    #[test]
+    fn a_point_beyond_the_reported_model_length_has_no_address_to_write() {
+        let mut b = block(123, &[]);
+        let ena = b.address_of("WMaxLim_Ena").unwrap();
+        assert_eq!(ena, 40070 + b.point_def("WMaxLim_Ena").unwrap().offset);
+        // The device reports a shorter model: the point would be in the next model.
+        b.regs
+            .truncate(usize::from(b.point_def("WMaxLim_Ena").unwrap().offset));
+        assert_eq!(b.address_of("WMaxLim_Ena"), None);
+        assert!(b.address_of("WMaxLimPct").is_some() || b.raw("WMaxLimPct").is_none());
     }
 
     #[test]

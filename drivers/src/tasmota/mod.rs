@@ -129,7 +129,10 @@ pub fn parse_power_json(payload: &[u8], power_key: &str) -> Result<Option<bool>,
         Some(Value::String(s)) => parse_power_word(s.as_bytes())
             .map(Some)
             .ok_or_else(|| ParseError(format!("{power_key} is {s:?}"))),
-        Some(Value::Number(n)) => Ok(Some(n.as_u64().unwrap_or(0) != 0)),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(|v| Some(v != 0))
+            .ok_or_else(|| ParseError(format!("{power_key} is {n}"))),
         Some(other) => Err(ParseError(format!("{power_key} is {other}"))),
     }
 }
@@ -192,7 +195,11 @@ pub struct SensorReading {
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
-        Value::Array(items) => items.iter().map(number).sum(),
+        Value::Array(items) => items
+            .iter()
+            .map(number)
+            .sum::<Option<f64>>()
+            .filter(|f| f.is_finite()),
         Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
         _ => None,
     }
@@ -209,7 +216,8 @@ pub fn parse_sensor(payload: &[u8], keys: &SensorKeys) -> Result<SensorReading, 
             .as_deref()
             .and_then(|p| root.pointer(p))
             .and_then(number)
-            .map(WattHours::from_kwh),
+            .map(WattHours::from_kwh)
+            .filter(|e| e.0.is_finite()),
     })
 }
 
@@ -217,6 +225,20 @@ pub fn parse_sensor(payload: &[u8], keys: &SensorKeys) -> Result<SensorReading, 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn odd_numbers_are_malformed_never_a_silent_off_or_infinite_watts() {
+        assert!(parse_power_json(br#"{"POWER":-1}"#, "POWER").is_err());
+        assert!(parse_power_json(br#"{"POWER":1.0}"#, "POWER").is_err());
+        assert_eq!(parse_power_json(br#"{"POWER":1}"#, "POWER"), Ok(Some(true)));
+        let r = parse_sensor(
+            br#"{"ENERGY":{"Power":[1e308,1e308],"Total":1e306}}"#,
+            &SensorKeys::default(),
+        )
+        .unwrap();
+        assert_eq!(r.power, None);
+        assert_eq!(r.energy, None);
+    }
 
     #[test]
     fn the_default_full_topic_puts_the_prefix_first() {
