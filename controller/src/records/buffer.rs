@@ -41,7 +41,13 @@ impl DiskBuffer {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?.strip_suffix(".lp")?.parse().ok()
+                let seq: u64 = name
+                    .strip_prefix("seg-")?
+                    .strip_suffix(".lp")?
+                    .parse()
+                    .ok()?;
+                // Only our own names: `seg-1.lp` or `seg-+1.lp` are someone else's files.
+                (segment_path(&dir, seq).file_name()? == e.file_name().as_os_str()).then_some(seq)
             })
             .collect();
         seqs.sort_unstable();
@@ -49,7 +55,15 @@ impl DiskBuffer {
         let mut total = 0;
         for seq in seqs {
             let path = segment_path(&dir, seq);
-            let lines = repair_and_count(&path)?;
+            // One unreadable segment is skipped with a warning; it must not stop the
+            // controller from starting.
+            let lines = match repair_and_count(&path) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "time-series segment unreadable; skipped");
+                    continue;
+                }
+            };
             if lines == 0 {
                 fs::remove_file(&path)?;
                 continue;
@@ -83,8 +97,34 @@ impl DiskBuffer {
         self.dropped
     }
 
-    /// Appends lines at the end, durably.
+    /// Appends lines at the end, durably: all of them or, on an error (a full disk), none,
+    /// with every segment file cut back to where it was, so no half line is left to glue onto
+    /// the next push and the caller can keep the lines and try again without duplicates.
     pub fn push(&mut self, lines: &[String]) -> io::Result<()> {
+        let (segments, total) = (self.segments.clone(), self.total);
+        let mut touched = Vec::new();
+        if let Err(e) = self.append(lines, &mut touched) {
+            for (path, len) in touched {
+                let undone = if len == 0 {
+                    fs::remove_file(&path)
+                } else {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(len).and_then(|()| f.sync_data()))
+                };
+                if let Err(u) = undone {
+                    tracing::error!(file = %path.display(), error = %u, "could not undo a failed write");
+                }
+            }
+            self.segments = segments;
+            self.total = total;
+            return Err(e);
+        }
+        self.enforce_bound()
+    }
+
+    fn append(&mut self, lines: &[String], touched: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
         let mut rest = lines;
         while !rest.is_empty() {
             let room = match self.segments.back() {
@@ -100,10 +140,9 @@ impl DiskBuffer {
             let Some(last) = self.segments.back_mut() else {
                 break;
             };
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, last.seq))?;
+            let path = segment_path(&self.dir, last.seq);
+            let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+            touched.push((path, file.metadata()?.len()));
             let mut text = String::with_capacity(now.iter().map(|l| l.len() + 1).sum());
             for line in now {
                 // A newline inside a line would split it into two points.
@@ -116,17 +155,21 @@ impl DiskBuffer {
             self.total += now.len() as u64;
             rest = later;
         }
-        self.enforce_bound()
+        Ok(())
     }
 
     /// The oldest segment: its number and its lines, ready to send.
     pub fn oldest(&self) -> io::Result<Option<(u64, String)>> {
         match self.segments.front() {
             None => Ok(None),
-            Some(s) => Ok(Some((
-                s.seq,
-                fs::read_to_string(segment_path(&self.dir, s.seq))?,
-            ))),
+            // Bytes that are not UTF-8 (a damaged disk) are replaced rather than refused: the
+            // database then refuses at most those lines, and the segments behind still flow.
+            // A segment someone deleted reads as empty, so the caller moves past it.
+            Some(s) => match fs::read(segment_path(&self.dir, s.seq)) {
+                Ok(bytes) => Ok(Some((s.seq, String::from_utf8_lossy(&bytes).into_owned()))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some((s.seq, String::new()))),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -135,7 +178,10 @@ impl DiskBuffer {
         if let Some(front) = self.segments.front().copied()
             && front.seq == seq
         {
-            fs::remove_file(segment_path(&self.dir, seq))?;
+            match fs::remove_file(segment_path(&self.dir, seq)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             self.segments.pop_front();
             self.total -= front.lines;
         }
@@ -216,6 +262,42 @@ mod tests {
         b.push(&lines(15, 20)).unwrap();
         assert_eq!(drain(&mut b), lines(0, 35));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_push_that_fails_midway_leaves_nothing_behind_and_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = DiskBuffer::open(dir.path(), 1000, 2).unwrap();
+        b.push(&lines(0, 1)).unwrap();
+        // The second segment cannot be written (its path is taken by a folder): the first
+        // gets one line before the failure, which must be undone.
+        let blocker = segment_path(dir.path(), 1);
+        fs::create_dir(&blocker).unwrap();
+        assert!(b.push(&lines(1, 3)).is_err());
+        assert_eq!(b.len(), 1);
+        let first = fs::read_to_string(segment_path(dir.path(), 0)).unwrap();
+        assert_eq!(first, "m v=0 0\n", "no half-written push left in the file");
+        fs::remove_dir(&blocker).unwrap();
+        b.push(&lines(1, 3)).unwrap();
+        assert_eq!(drain(&mut b), lines(0, 4), "in order, once each");
+    }
+
+    #[test]
+    fn stray_files_and_damaged_bytes_never_stop_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("seg-1.lp"), "not ours\n").unwrap();
+        fs::write(segment_path(dir.path(), 5), b"m v=1 1\n\xff\xfe v=2 2\n").unwrap();
+        let mut b = DiskBuffer::open(dir.path(), 1000, 10).unwrap();
+        assert_eq!(b.len(), 2, "only our segment counts");
+        let (_, text) = b.oldest().unwrap().unwrap();
+        assert!(text.starts_with("m v=1 1\n"), "{text:?}");
+        b.push(&lines(10, 1)).unwrap();
+        let out = drain(&mut b);
+        assert_eq!(out.last().map(String::as_str), Some("m v=10 10"));
+        assert!(
+            dir.path().join("seg-1.lp").exists(),
+            "someone else's file is left alone"
+        );
     }
 
     #[test]

@@ -455,7 +455,12 @@ impl Writer {
                 }
             };
             let n = text.lines().count() as u64;
-            match self.write(text).await {
+            let result = if n == 0 {
+                Ok(())
+            } else {
+                self.write(text).await
+            };
+            match result {
                 Ok(()) => {
                     self.sent(n);
                 }

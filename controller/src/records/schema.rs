@@ -345,11 +345,12 @@ pub fn prometheus_text(points: &[Point]) -> String {
 fn lp_escape(v: &str, extra: &[char]) -> String {
     let mut s = String::with_capacity(v.len());
     for c in v.chars() {
+        // Line protocol has no escape for a line break: it becomes an (escaped) space.
+        let c = if c == '\n' || c == '\r' { ' ' } else { c };
         if c == '\\' || c == ',' || c == ' ' || extra.contains(&c) {
             s.push('\\');
         }
-        // Line protocol has no escape for a newline; a tag value never needs one.
-        s.push(if c == '\n' { ' ' } else { c });
+        s.push(c);
     }
     s
 }
@@ -491,6 +492,11 @@ mod tests {
             text.contains("communalia_device_online{site=\"kalinzu\",device=\"inverter\"} 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_line_break_in_a_tag_becomes_an_escaped_space_not_a_broken_line() {
+        assert_eq!(lp_escape("a\nb\rc d", &['=']), "a\\ b\\ c\\ d");
     }
 
     #[test]
