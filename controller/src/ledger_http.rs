@@ -53,18 +53,32 @@ pub fn router<S: Store + Send + 'static>(api: LedgerApi<S>) -> Router {
         .with_state(api)
 }
 
+/// The API's one error shape (as `http::error`): `{"status": N, "error": "sentence"}`.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": msg.into() }))).into_response()
+    let body = json!({ "status": status.as_u16(), "error": msg.into() });
+    (status, axum::Json(body)).into_response()
 }
 
-fn locked<S: Store>(
-    api: &LedgerApi<S>,
-) -> Result<std::sync::MutexGuard<'_, Ledger<S>>, Box<Response>> {
-    api.ledger.lock().map_err(|_| {
-        Box::new(error(
+/// Runs `f` on the ledger on a blocking thread: SQLite writes fsync and a full `verify`
+/// takes seconds, which must not hold an async worker the control cycle shares. A lock left
+/// poisoned by a panic is taken over (every append is one transaction; the state is whole).
+async fn with_ledger<S: Store + Send + 'static>(
+    api: LedgerApi<S>,
+    f: impl FnOnce(&mut Ledger<S>) -> Response + Send + 'static,
+) -> Response {
+    tokio::task::spawn_blocking(move || {
+        let mut l = api
+            .ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut l)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "ledger lock poisoned",
-        ))
+            format!("ledger task failed: {e}"),
+        )
     })
 }
 
@@ -83,7 +97,7 @@ struct AccountJson {
     balance_millis: i64,
 }
 
-async fn balances<S: Store>(
+async fn balances<S: Store + Send + 'static>(
     State(api): State<LedgerApi<S>>,
     Query(q): Query<BalancesQuery>,
 ) -> Response {
@@ -91,10 +105,7 @@ async fn balances<S: Store>(
         Ok(d) => d.unwrap_or_else(|| (api.today)()),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("as_of: {e}")),
     };
-    let l = match locked(&api) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
+    with_ledger(api, move |l| {
     match l.balances(Some(as_of)) {
         Ok(Some(b)) => axum::Json(json!({
             "as_of": b.as_of.to_string(),
@@ -115,6 +126,8 @@ async fn balances<S: Store>(
         Ok(None) => error(StatusCode::NOT_FOUND, "the ledger is empty"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -197,59 +210,57 @@ fn event_json(e: &Event) -> serde_json::Value {
     }
 }
 
-async fn history<S: Store>(
+async fn history<S: Store + Send + 'static>(
     State(api): State<LedgerApi<S>>,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let l = match locked(&api) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    let all = l.history(q.member.map(MemberId));
-    let limit = q.limit.unwrap_or(200).min(10_000);
-    let skip = all.len().saturating_sub(limit);
-    let rows: Vec<_> = all[skip..]
-        .iter()
-        .map(|e| {
-            let u = &e.entry.unsigned;
-            json!({
-                "index": e.index,
-                "id": e.id.to_hex(),
-                "date": u.date.to_string(),
-                "author": u.author.0,
-                "seq": u.seq,
-                "kind": u.body.kind_name(),
-                "body": body_json(&u.body),
-                "cosigners": e.entry.cosigners.iter().map(|(m, _)| m.0).collect::<Vec<_>>(),
-                "events": e.events.iter().map(event_json).collect::<Vec<_>>(),
+    with_ledger(api, move |l| {
+        let all = l.history(q.member.map(MemberId));
+        let limit = q.limit.unwrap_or(200).min(10_000);
+        let skip = all.len().saturating_sub(limit);
+        let rows: Vec<_> = all[skip..]
+            .iter()
+            .map(|e| {
+                let u = &e.entry.unsigned;
+                json!({
+                    "index": e.index,
+                    "id": e.id.to_hex(),
+                    "date": u.date.to_string(),
+                    "author": u.author.0,
+                    "seq": u.seq,
+                    "kind": u.body.kind_name(),
+                    "body": body_json(&u.body),
+                    "cosigners": e.entry.cosigners.iter().map(|(m, _)| m.0).collect::<Vec<_>>(),
+                    "events": e.events.iter().map(event_json).collect::<Vec<_>>(),
+                })
             })
-        })
-        .collect();
-    axum::Json(json!({ "entries": rows })).into_response()
+            .collect();
+        axum::Json(json!({ "entries": rows })).into_response()
+    })
+    .await
 }
 
-async fn members<S: Store>(State(api): State<LedgerApi<S>>) -> Response {
-    let l = match locked(&api) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    let rows: Vec<_> = l
-        .state()
-        .members()
-        .iter()
-        .map(|m| {
-            json!({
-                "member": m.id.0,
-                "name": m.name,
-                "role": m.role.name(),
-                "active": m.active,
-                "public_key": hex(&m.key),
-                "seq": m.seq,
-                "last": m.last.to_hex(),
+async fn members<S: Store + Send + 'static>(State(api): State<LedgerApi<S>>) -> Response {
+    with_ledger(api, move |l| {
+        let rows: Vec<_> = l
+            .state()
+            .members()
+            .iter()
+            .map(|m| {
+                json!({
+                    "member": m.id.0,
+                    "name": m.name,
+                    "role": m.role.name(),
+                    "active": m.active,
+                    "public_key": hex(&m.key),
+                    "seq": m.seq,
+                    "last": m.last.to_hex(),
+                })
             })
-        })
-        .collect();
-    axum::Json(json!({ "site": l.site(), "members": rows })).into_response()
+            .collect();
+        axum::Json(json!({ "site": l.site(), "members": rows })).into_response()
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -257,14 +268,11 @@ struct VerifyQuery {
     full: Option<bool>,
 }
 
-async fn verify_status<S: Store>(
+async fn verify_status<S: Store + Send + 'static>(
     State(api): State<LedgerApi<S>>,
     Query(q): Query<VerifyQuery>,
 ) -> Response {
-    let l = match locked(&api) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
+    with_ledger(api, move |l| {
     let conservation = l.state().books().map(|b| b.conservation());
     let conserved = conservation.is_none_or(|(held, net)| held == net);
     let mut out = json!({
@@ -283,6 +291,8 @@ async fn verify_status<S: Store>(
         }
     }
     axum::Json(out).into_response()
+    })
+    .await
 }
 
 /// A field of a JSON entry, with its path for error messages.
@@ -422,7 +432,7 @@ fn entry_from_json(v: &serde_json::Value) -> Result<communalia_ledger::Entry, St
     })
 }
 
-async fn post_entry<S: Store>(
+async fn post_entry<S: Store + Send + 'static>(
     State(api): State<LedgerApi<S>>,
     headers: HeaderMap,
     body: Bytes,
@@ -450,11 +460,7 @@ async fn post_entry<S: Store>(
     } else {
         body.to_vec()
     };
-    let mut l = match locked(&api) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    match l.append_bytes(&bytes) {
+    with_ledger(api, move |l| match l.append_bytes(&bytes) {
         Ok(r) => axum::Json(json!({
             "index": r.index,
             "id": r.id.to_hex(),
@@ -465,5 +471,6 @@ async fn post_entry<S: Store>(
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    })
+    .await
 }
