@@ -277,18 +277,28 @@ impl Harness {
             communalia::cli::init_tracing();
         }
         let broker = Mosquitto::start().context("starting mosquitto")?;
-        let ports = Ports {
-            modbus_base: free_modbus_base(),
-            mqtt: broker.port(),
-        };
-        let mut config = scenario_config(&ports, setup.speed)?;
-        if let (Some(w), Some(b)) = (setup.max_discharge_watts, config.site.battery.as_mut()) {
-            b.max_discharge = cfg::Watts(w);
-        }
-        let wall_start = std::time::SystemTime::now();
-        let clock = Clock::accelerated(setup.start, setup.speed);
         let broker_addr: SocketAddr = format!("{}:{}", broker.host(), broker.port()).parse()?;
-        let village = Village::start_with_broker(&config, &ports, clock, Some(broker_addr)).await?;
+        // The free ports are found by binding and releasing them; a test running beside this
+        // one may take them first, so the village is started again on other ports then.
+        let mut attempt = 0;
+        let (ports, config, clock, wall_start, village) = loop {
+            attempt += 1;
+            let ports = Ports {
+                modbus_base: free_modbus_base(),
+                mqtt: broker.port(),
+            };
+            let mut config = scenario_config(&ports, setup.speed)?;
+            if let (Some(w), Some(b)) = (setup.max_discharge_watts, config.site.battery.as_mut()) {
+                b.max_discharge = cfg::Watts(w);
+            }
+            let wall_start = std::time::SystemTime::now();
+            let clock = Clock::accelerated(setup.start, setup.speed);
+            match Village::start_with_broker(&config, &ports, clock, Some(broker_addr)).await {
+                Ok(v) => break (ports, config, clock, wall_start, v),
+                Err(e) if attempt < 5 => eprintln!("village not started ({e:#}); other ports"),
+                Err(e) => return Err(e),
+            }
+        };
         let soc = setup.soc;
         village.battery.with_device(|b| b.set_soc(soc));
         let h = Self {
