@@ -396,6 +396,14 @@ impl State {
         if date <= b.today {
             return Ok(Some(b.clone()));
         }
+        // Asked from outside (an HTTP `as_of`): a far date would walk millions of days.
+        if i64::from(date.0) - i64::from(b.today.0) > i64::from(MAX_DAYS_AHEAD) {
+            return Err(Reject::DateTooFar {
+                date,
+                today: b.today,
+                max_days: MAX_DAYS_AHEAD,
+            });
+        }
         let mut b = b.clone();
         b.advance_to(date)?;
         Ok(Some(b))

@@ -825,3 +825,14 @@ fn pool_expiry_removes_communs_for_good_and_the_books_still_balance() {
         Reject::RoleForbidden { role: "member", .. }
     ));
 }
+
+#[test]
+fn books_asked_for_a_far_date_are_refused_not_walked_day_by_day() {
+    let (l, _) = village(2);
+    let far = Day::parse("9999-12-31").unwrap();
+    assert!(matches!(
+        l.state().books_as_of(far),
+        Err(Reject::DateTooFar { .. })
+    ));
+    assert!(l.state().books_as_of(day0().plus(30).unwrap()).is_ok());
+}

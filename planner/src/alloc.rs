@@ -492,7 +492,7 @@ pub fn allocate_with(
 
     // Rotation and reasons.
     let mut next = rotation.clone();
-    next.cycle = rotation.cycle + 1;
+    next.cycle = rotation.cycle.saturating_add(1);
     let mut loads = Vec::new();
     let mut allocated = 0.0;
     for (t, tier) in priorities.tiers.iter().enumerate() {
@@ -560,9 +560,9 @@ pub fn allocate_with(
             if scarce && !ask.adjustable && ask.hi > 0.0 {
                 let rec = next.loads.entry(load.id.clone()).or_default();
                 if w > 0.0 {
-                    rec.served += 1;
+                    rec.served = rec.served.saturating_add(1);
                 } else {
-                    rec.cut += 1;
+                    rec.cut = rec.cut.saturating_add(1);
                     rec.last_cut = Some(rotation.cycle);
                 }
             }

@@ -325,6 +325,64 @@ fn weights(input: &HorizonInput) -> Weights {
 /// Plans the horizon. Never panics: an LP failure or an oversized problem gives the greedy
 /// simulation, with a diagnostic.
 pub fn plan_horizon(input: &HorizonInput) -> HorizonPlan {
+    // A battery with impossible numbers (NaN, negative capacity, efficiencies out of 0..1)
+    // would make `clamp` panic or NaN reach the solver: clean it once, with a diagnostic.
+    let cleaned;
+    let mut cleaning = Vec::new();
+    let input = match input.battery.map(clean_battery) {
+        Some((b, false)) => {
+            cleaning.push(Diagnostic::warn(
+                None,
+                "battery numbers out of range (NaN, negative or efficiency beyond 0..1); cleaned"
+                    .into(),
+            ));
+            cleaned = HorizonInput {
+                battery: Some(b),
+                ..input.clone()
+            };
+            &cleaned
+        }
+        _ => input,
+    };
+    let mut plan = plan_checked(input);
+    cleaning.append(&mut plan.diagnostics);
+    plan.diagnostics = cleaning;
+    plan
+}
+
+/// The battery with every number in range, and whether it already was.
+fn clean_battery(b: Battery) -> (Battery, bool) {
+    let unit = |x: f64, default: f64| {
+        if x.is_finite() {
+            x.clamp(0.0, 1.0)
+        } else {
+            default
+        }
+    };
+    let eff = |x: f64| {
+        if x.is_finite() && x > 0.0 && x <= 1.0 {
+            x
+        } else {
+            1.0
+        }
+    };
+    let watts = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+    let soc_min = unit(b.soc_min, 0.0);
+    let c = Battery {
+        capacity_wh: watts(b.capacity_wh),
+        soc: unit(b.soc, soc_min),
+        soc_min,
+        soc_max: unit(b.soc_max, 1.0).max(soc_min),
+        max_charge_watts: watts(b.max_charge_watts),
+        max_discharge_watts: watts(b.max_discharge_watts),
+        charge_efficiency: eff(b.charge_efficiency),
+        discharge_efficiency: eff(b.discharge_efficiency),
+    };
+    let same = c == b;
+    (c, same)
+}
+
+fn plan_checked(input: &HorizonInput) -> HorizonPlan {
     let steps = input.steps();
     let nvars = steps * (input.loads.len() + 7);
     let mut diagnostics = Vec::new();

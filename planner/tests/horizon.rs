@@ -255,3 +255,21 @@ fn the_village_pump_is_planned_in_the_sun_and_the_allocation_follows() {
         pump.reason
     );
 }
+
+#[test]
+fn a_battery_with_impossible_numbers_is_cleaned_not_a_panic() {
+    let mut input = HorizonInput::new(60, 0, vec![1000.0; 24]);
+    let mut b = battery(10_000.0, 0.5);
+    b.capacity_wh = f64::NAN;
+    b.charge_efficiency = f64::NAN;
+    b.soc = -3.0;
+    input.battery = Some(b);
+    input.loads = vec![HorizonLoad::steady("s", 1, 500.0)];
+    let plan = plan_horizon(&input);
+    assert!(plan.soc.iter().all(|s| s.is_finite()), "{:?}", plan.soc);
+    assert!(
+        plan.diagnostics
+            .iter()
+            .any(|d| d.message.contains("cleaned"))
+    );
+}
