@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use communalia::control::credits::Credits;
 use communalia::control::io::Clock;
 use communalia::control::model::SiteModel;
 use communalia::control::runtime::{self, RunOptions};
 use communalia::demo::{self, Ports, Village};
 use communalia::http::Published;
+use communalia::records::influx::{InfluxSettings, InfluxSink};
+use communalia::records::schema;
 use communalia::state::{LoadView, StateView};
 use communalia_config as cfg;
 use communalia_drivers::testkit::Mosquitto;
@@ -69,6 +72,8 @@ pub struct Setup {
     pub assembly_path: Option<PathBuf>,
     /// What the controller is told the battery may give at most (the site's 5 kW otherwise).
     pub max_discharge_watts: Option<f64>,
+    /// Where the controller writes its time series, if anywhere.
+    pub influx: Option<InfluxSettings>,
 }
 
 impl Setup {
@@ -79,7 +84,13 @@ impl Setup {
             soc: 70.0,
             assembly_path: None,
             max_discharge_watts: None,
+            influx: None,
         }
+    }
+
+    pub fn influx(mut self, settings: InfluxSettings) -> Self {
+        self.influx = Some(settings);
+        self
     }
 
     pub fn soc(mut self, soc: f64) -> Self {
@@ -338,16 +349,14 @@ impl Harness {
     /// Starts the controller (the real runtime) and the watcher.
     pub async fn start_controller(&mut self) -> anyhow::Result<()> {
         let (stop, stopped) = oneshot::channel::<()>();
-        let opts = RunOptions {
-            dry_run: false,
-            clock: self.clock,
-            assembly_path: self.setup.assembly_path.clone(),
-            influx: None,
-            mqtt_state: None,
-            profile_file: None,
-            forecast_file: None,
-            credits: None,
-        };
+        let mut opts = RunOptions::new(self.clock);
+        opts.assembly_path = self.setup.assembly_path.clone();
+        opts.influx = self
+            .setup
+            .influx
+            .clone()
+            .map(InfluxSink::spawn)
+            .transpose()?;
         let running = runtime::start(SiteModel::new(self.config.clone()), opts, async move {
             let _ = stopped.await;
         })
@@ -644,6 +653,80 @@ impl Drop for ChildController {
     }
 }
 
+/// What a child controller keeps beyond its life: its time series and its ledger.
+#[derive(Debug, Clone, Default)]
+pub struct ChildRecords {
+    /// The time-series database the child writes to (it may be down) and the folder of the
+    /// child's disk buffer (shared by successive children).
+    pub influx: Option<(String, PathBuf)>,
+    /// The site's ledger (made with [`found_ledger`]): the child posts meter credits for
+    /// [`CREDITED_LOAD`], made flexible, every [`CREDIT_EVERY`] of site time.
+    pub ledger: Option<PathBuf>,
+}
+
+/// The member-owned load a child controller credits for shifted load.
+pub const CREDITED_LOAD: &str = "home_amani";
+/// How often a child controller posts meter credits (site time; hourly on a real site).
+pub const CREDIT_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The scenario controller's ledger key.
+pub fn controller_key() -> communalia_ledger::SigningKey {
+    communalia_ledger::fixtures::key("hil", 3)
+}
+
+/// A new ledger at `path` for the village on `day`: a founding steward, the scenario's
+/// controller (role controller) and the owner of [`CREDITED_LOAD`].
+pub fn found_ledger(
+    path: &std::path::Path,
+    config: &cfg::Config,
+    day: communalia_ledger::Day,
+) -> anyhow::Result<()> {
+    use communalia_ledger::{Body, Ledger, Params, Role, SqliteStore};
+    let owner = config
+        .site
+        .loads
+        .iter()
+        .find(|l| l.id == CREDITED_LOAD)
+        .and_then(|l| match &l.owner {
+            cfg::Owner::Member(m) => Some(m.clone()),
+            cfg::Owner::Service(_) => None,
+        })
+        .with_context(|| format!("{CREDITED_LOAD} is not a member's load"))?;
+    let founder = communalia_ledger::fixtures::key("hil", 0);
+    let member = communalia_ledger::fixtures::key("hil", 4);
+    let mut l = Ledger::init(
+        SqliteStore::open(path)?,
+        &config.site.id,
+        Params::default(),
+        &founder,
+        "founder",
+        day,
+    )?;
+    for (key, role, name) in [
+        (controller_key(), Role::Controller, "controller".to_string()),
+        (member, Role::Member, owner),
+    ] {
+        let body = Body::Admit {
+            key: key.verifying_key().to_bytes(),
+            role,
+            name,
+        };
+        l.quorum_append(&founder, &[], day, body)?;
+    }
+    Ok(())
+}
+
+/// The milli-Communs the controller has credited since it started, from its metrics.
+pub fn communs_issued(published: &Published) -> Option<f64> {
+    let name = schema::COMMUNS_ISSUED.metric();
+    published
+        .metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 impl Harness {
     /// Starts the controller in a child process: this test binary again, running only the test
     /// `test_name` with [`CHILD_ENV`] set, which calls [`run_child_controller`].
@@ -652,6 +735,7 @@ impl Harness {
         test_name: &str,
         dir: &std::path::Path,
         n: usize,
+        records: &ChildRecords,
     ) -> anyhow::Result<ChildController> {
         let state_file = dir.join(format!("state-{n}.json"));
         let wall_ms = self
@@ -665,6 +749,9 @@ impl Harness {
             "start": self.setup.start.to_rfc3339(),
             "wall_start_ms": wall_ms as u64,
             "state_file": state_file,
+            "influx_url": records.influx.as_ref().map(|(url, _)| url),
+            "buffer_dir": records.influx.as_ref().map(|(_, dir)| dir),
+            "ledger": records.ledger,
         });
         let child = std::process::Command::new(std::env::current_exe()?)
             .args([test_name, "--exact", "--nocapture", "--test-threads", "1"])
@@ -677,7 +764,9 @@ impl Harness {
 
 /// Controller mode of a re-executed test binary: runs the real controller against the parent's
 /// village (same ports, same simulated clock) and writes each published state, with the
-/// invariant violations seen so far, to the state file. Runs until killed.
+/// invariant violations seen so far and the Communs it credited, to the state file. With
+/// [`ChildRecords`] it also writes time series (buffered on disk while the database is away)
+/// and posts meter credits to the ledger. Runs until killed.
 pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
     let spec: serde_json::Value = serde_json::from_str(spec)?;
     let num = |k: &str| {
@@ -699,22 +788,42 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
     let now =
         start + chrono::Duration::milliseconds((elapsed.as_secs_f64() * speed * 1000.0) as i64);
     let clock = Clock::accelerated(now, speed);
-    let config = scenario_config(&ports, speed)?;
+    let mut config = scenario_config(&ports, speed)?;
+    let path = |k: &str| spec[k].as_str().map(PathBuf::from);
+    let ledger = match path("ledger") {
+        Some(file) => {
+            for l in config
+                .site
+                .loads
+                .iter_mut()
+                .filter(|l| l.id == CREDITED_LOAD)
+            {
+                l.flexible = true;
+            }
+            let store = communalia_ledger::SqliteStore::open(&file)?;
+            let ledger = communalia_ledger::Ledger::open(store, &config.site.id)?;
+            Some(Arc::new(Mutex::new(ledger)))
+        }
+        None => None,
+    };
+    let influx = match (spec["influx_url"].as_str(), path("buffer_dir")) {
+        (Some(url), Some(dir)) => {
+            let mut s = InfluxSettings::new(url, "hil", "hil", "", dir);
+            s.flush_interval = Duration::from_millis(200);
+            s.retry_max = Duration::from_secs(1);
+            Some(s)
+        }
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let opts = RunOptions {
-            dry_run: false,
-            clock,
-            assembly_path: None,
-            influx: None,
-            mqtt_state: None,
-            profile_file: None,
-            forecast_file: None,
-            credits: None,
-        };
+        let mut opts = RunOptions::new(clock);
+        opts.influx = influx.map(InfluxSink::spawn).transpose()?;
+        opts.credits = ledger
+            .map(|l| Credits::new(l, controller_key(), &config.site).posting_every(CREDIT_EVERY));
         let running =
             runtime::start(SiteModel::new(config.clone()), opts, std::future::pending()).await?;
         let mut published = running.published;
@@ -722,16 +831,18 @@ pub fn run_child_controller(spec: &str) -> anyhow::Result<()> {
         let mut cycles = 0u64;
         let tmp = state_file.with_extension("tmp");
         while published.changed().await.is_ok() {
-            let state = published.borrow_and_update().state.clone();
+            let p = published.borrow_and_update().clone();
+            let state = &p.state;
             if state.time.is_empty() {
                 continue;
             }
             cycles += 1;
-            violations.extend(check_state(&state, &config));
+            violations.extend(check_state(state, &config));
             let report = serde_json::json!({
                 "state": state,
                 "violations": violations,
                 "cycles": cycles,
+                "communs_issued_millis": communs_issued(&p),
             });
             std::fs::write(&tmp, report.to_string())?;
             std::fs::rename(&tmp, &state_file)?;

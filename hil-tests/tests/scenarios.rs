@@ -7,8 +7,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use communalia::records::influx::InfluxSettings;
+use communalia::records::schema;
 use communalia::state::{GridState, StateView};
-use communalia_hil_tests::{Cut, Harness, Setup, local, local_hour};
+use communalia_hil_tests::{ChildRecords, Cut, Harness, Setup, local, local_hour};
+use communalia_ledger::{Day, Ledger, SqliteStore};
+
+/// A real victoria-metrics (the records tests' helper).
+#[path = "../../controller/tests/records_support/mod.rs"]
+mod records_support;
+use records_support::Victoria;
 
 /// One line per state, for the test log.
 fn trace(states: &[Arc<StateView>]) {
@@ -710,8 +718,20 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
         .unwrap();
     let health = health(&h);
     let village = Arc::clone(&h.village);
+    // The controllers write their time series to a database that is down until the second
+    // one runs (so everything the first one wrote waits in the disk buffer), and post meter
+    // credits to the site's ledger.
+    let vm_port = records_support::free_port();
+    let buffer = dir.path().join("buffer");
+    let ledger_file = dir.path().join("ledger.sqlite");
+    let day = Day::from_ymd(2026, 3, 2).unwrap();
+    communalia_hil_tests::found_ledger(&ledger_file, &h.config, day).unwrap();
+    let records = ChildRecords {
+        influx: Some((format!("http://127.0.0.1:{vm_port}"), buffer.clone())),
+        ledger: Some(ledger_file.clone()),
+    };
     let mut first = h
-        .spawn_controller_process("controller_process", dir.path(), 1)
+        .spawn_controller_process("controller_process", dir.path(), 1, &records)
         .unwrap();
     let follows = |r: &serde_json::Value| {
         r["state"]["loads"].as_array().is_some_and(|loads| {
@@ -760,7 +780,33 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
         r["violations"]
     );
 
+    let issued = |r: &serde_json::Value| r["communs_issued_millis"].as_f64().unwrap_or(0.0);
+    let r = first
+        .wait_for("first meter credits posted", Duration::from_secs(30), |r| {
+            issued(r) > 0.0
+        })
+        .await;
+    let credited_before = issued(&r);
+    let cycles_before = r["cycles"].as_u64().unwrap();
+
     first.kill();
+    // The ledger opens (its cache checked against a replay of the log), verifies, and holds
+    // every credit the controller reported before the kill.
+    let (entries_first, credited_first) = ledger_intact(&ledger_file, &h, day);
+    assert!(
+        credited_first >= credited_before,
+        "ledger has {credited_first} m credited, the controller reported {credited_before}"
+    );
+    // Every cycle the first controller wrote is in the disk buffer, in order, once; at most
+    // the last flush interval (lines still in memory) is lost to a SIGKILL.
+    let on_disk = buffered_cycles(&buffer);
+    assert!(!on_disk.is_empty(), "nothing waits in the disk buffer");
+    assert_eq!(runs(&on_disk), vec![on_disk.len()], "{on_disk:?}");
+    let written = on_disk.len() as u64;
+    assert!(
+        written + 2 >= cycles_before,
+        "{written} cycles on disk, {cycles_before} reported before the kill"
+    );
     // SIGKILL runs no shutdown path: the health plugs are simply left as they were, on.
     for id in &health {
         assert_eq!(
@@ -787,8 +833,9 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
     h.pause_relay_checks(false);
 
     // A new controller takes over: health stays on, the others are switched on again.
+    let vm = Victoria::start_with(vm_port, vec!["-retentionPeriod=100y".into()]);
     let mut second = h
-        .spawn_controller_process("controller_process", dir.path(), 2)
+        .spawn_controller_process("controller_process", dir.path(), 2, &records)
         .unwrap();
     let r = second
         .wait_for(
@@ -807,7 +854,110 @@ async fn controller_killed_leaves_health_on_through_a_power_cut_and_takes_over_a
         "{}",
         r["violations"]
     );
+    // The database is back: the second controller sends what the first left on disk, then
+    // its own; every cycle arrives once, in order.
+    let site = h.config.site.id.clone();
+    communalia_hil_tests::eventually(
+        "the buffered cycles and the new ones in the database",
+        Duration::from_secs(30),
+        || {
+            let got = exported_cycles(&vm, &site);
+            let r = runs(&got.iter().map(|(_, c)| *c).collect::<Vec<_>>());
+            r.len() == 2 && r[0] as u64 >= written && r[1] >= 3
+        },
+    )
+    .await;
+    let got = exported_cycles(&vm, &site);
+    let cycles: Vec<u64> = got.iter().map(|(_, c)| *c).collect();
+    assert_eq!(
+        runs(&cycles)[0] as u64,
+        written,
+        "exactly what was on disk: {cycles:?}"
+    );
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
+    second
+        .wait_for(
+            "second controller's meter credits",
+            Duration::from_secs(30),
+            |r| issued(r) > 0.0,
+        )
+        .await;
     second.kill();
+    let (entries_second, credited_second) = ledger_intact(&ledger_file, &h, day);
+    assert!(
+        entries_second > entries_first && credited_second > credited_first,
+        "the second controller posted credits after the first one's: {entries_first} → \
+         {entries_second} entries, {credited_first} → {credited_second} m"
+    );
+}
+
+/// Opens the ledger after a SIGKILL: it must open (the cache is checked against a replay),
+/// verify in full, and tell the log's length and what the credited member got today.
+fn ledger_intact(file: &std::path::Path, h: &Harness, day: Day) -> (usize, f64) {
+    let store = SqliteStore::open(file).unwrap();
+    let report = communalia_ledger::verify(&store, &h.config.site.id).unwrap();
+    assert!(report.ok(), "{report:?}");
+    let ledger = Ledger::open(store, &h.config.site.id).unwrap();
+    let owner = ledger
+        .state()
+        .members()
+        .iter()
+        .find(|m| m.name == "amani")
+        .map(|m| m.id)
+        .unwrap();
+    let cap = ledger.params_on(day).unwrap().meter_daily_cap;
+    let credited = cap.0 - ledger.meter_headroom(owner, day).0;
+    (ledger.log().len(), credited as f64)
+}
+
+/// The cycle counter of every counters line in a time-series disk buffer, oldest first.
+fn buffered_cycles(dir: &std::path::Path) -> Vec<u64> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let field = format!("{}=", schema::CYCLES.field);
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            if !line.starts_with(&format!("{},", schema::CYCLES.measurement)) {
+                continue;
+            }
+            let fields = line.split(' ').nth(1).unwrap_or_default();
+            let v = fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&field))
+                .unwrap_or_else(|| panic!("no {field} in {line}"));
+            out.push(v.parse::<f64>().unwrap() as u64);
+        }
+    }
+    out
+}
+
+/// Every sample of the site's cycle counter in the database: (time in ms, cycle), by time.
+fn exported_cycles(vm: &Victoria, site: &str) -> Vec<(i64, u64)> {
+    let mut got: Vec<(i64, u64)> = vm
+        .export(&format!("{}{{site=\"{site}\"}}", schema::CYCLES.metric()))
+        .into_iter()
+        .flat_map(|e| e.timestamps.into_iter().zip(e.values))
+        .map(|(t, v)| (t, v as u64))
+        .collect();
+    got.sort_unstable();
+    got
+}
+
+/// Splits a sequence of cycle counters into the runs of successive controllers: each run
+/// counts 1, 2, 3, ... without a gap or a repeat (asserted); returns each run's length.
+fn runs(cycles: &[u64]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for (i, &c) in cycles.iter().enumerate() {
+        match out.last_mut() {
+            Some(n) if c == *n as u64 + 1 => *n += 1,
+            _ if c == 1 => out.push(1),
+            _ => panic!("cycle {c} at {i} follows neither its predecessor nor a start: {cycles:?}"),
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -866,4 +1016,92 @@ async fn a_plug_that_dropped_off_mid_command_is_not_faulty_once_back_in_the_want
     assert!(!Harness::load(&p, home).on);
     dark(false);
     h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_series_database_down_for_an_hour_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let mut vm = Victoria::start_with(
+        records_support::free_port(),
+        vec!["-retentionPeriod=100y".into()],
+    );
+    // The writer's retry delay is capped at 1 s of real time (30 s on a site): in accelerated
+    // time a whole site hour passes in 30 s.
+    let mut influx = InfluxSettings::new(vm.url(), "hil", "hil", "", &buffer);
+    influx.flush_interval = Duration::from_millis(200);
+    influx.retry_max = Duration::from_secs(1);
+    let h = Harness::start(Setup::new(local("2026-03-02", "10:00"), 120.0).influx(influx))
+        .await
+        .unwrap();
+    let site = h.config.site.id.clone();
+    communalia_hil_tests::eventually(
+        "the first cycles in the database",
+        Duration::from_secs(30),
+        || exported_cycles(&vm, &site).len() >= 5,
+    )
+    .await;
+
+    vm.stop();
+    let down = state_time_now(&h);
+    let up = down + chrono::Duration::hours(1);
+    h.wait_until(up).await;
+    // The controller went on for the hour, and what it wrote waits on disk.
+    let on_disk = buffered_cycles(&buffer);
+    assert!(
+        on_disk.len() >= 30,
+        "an hour of cycles (60 at this speed) should wait on disk: {}",
+        on_disk.len()
+    );
+    vm.restart();
+    let last_on_disk = *on_disk.last().unwrap();
+    communalia_hil_tests::eventually(
+        "the outage's cycles in the database and the buffer empty",
+        Duration::from_secs(30),
+        || {
+            exported_cycles(&vm, &site)
+                .last()
+                .is_some_and(|(_, c)| *c > last_on_disk + 3)
+                && buffered_cycles(&buffer).is_empty()
+        },
+    )
+    .await;
+    let seen: Vec<String> = h.states().iter().map(|s| s.time.clone()).collect();
+    h.finish().await;
+
+    // Every cycle once, in order, from the first to the last (the shutdown sent the rest).
+    let got = exported_cycles(&vm, &site);
+    let cycles: Vec<u64> = got.iter().map(|(_, c)| *c).collect();
+    assert_eq!(runs(&cycles).len(), 1, "one controller, no gap: {cycles:?}");
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
+    let in_outage = got
+        .iter()
+        .filter(|(t, _)| (down.timestamp_millis()..up.timestamp_millis()).contains(t))
+        .count();
+    assert!(in_outage >= 30, "{in_outage} cycles of the outage hour");
+    // Each state the controller published has its cycle in the database...
+    // (The state tells the time to the second; the points carry milliseconds.)
+    let times: std::collections::BTreeSet<i64> = got.iter().map(|(t, _)| t / 1000).collect();
+    for t in &seen {
+        let t: chrono::DateTime<chrono::Utc> = t.parse().unwrap();
+        assert!(
+            times.contains(&t.timestamp()),
+            "published state at {t} missing from the database"
+        );
+    }
+    // ...and not only the counters: every line of a cycle arrived (one per load here).
+    let fridge = vm.export(&format!(
+        "{}{{site=\"{site}\",load=\"clinic_fridge\"}}",
+        schema::LOAD_ON.metric()
+    ));
+    assert_eq!(fridge.len(), 1);
+    assert_eq!(fridge[0].timestamps.len(), got.len());
+    assert!(
+        fridge[0].values.iter().all(|v| *v == 1.0),
+        "the clinic fridge stayed on"
+    );
+}
+
+fn state_time_now(h: &Harness) -> chrono::DateTime<chrono::Utc> {
+    communalia_hil_tests::state_time(&h.state().state)
 }

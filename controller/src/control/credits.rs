@@ -26,6 +26,8 @@ pub struct Credits<S: Store> {
     pending_wh: BTreeMap<String, f64>,
     last: Option<DateTime<Utc>>,
     flushed: Option<DateTime<Utc>>,
+    /// How often (site time) the sums are posted; [`FLUSH_EVERY`] unless a test asks otherwise.
+    every: chrono::Duration,
     issued_millis: Arc<AtomicU64>,
 }
 
@@ -48,8 +50,16 @@ impl<S: Store + Send + 'static> Credits<S> {
             pending_wh: BTreeMap::new(),
             last: None,
             flushed: None,
+            every: FLUSH_EVERY,
             issued_millis: Arc::default(),
         }
+    }
+
+    /// Posts every `every` of site time instead of hourly: a scenario in accelerated time
+    /// cannot wait an hour to see the ledger written. At least one minute.
+    pub fn posting_every(mut self, every: chrono::Duration) -> Self {
+        self.every = every.max(chrono::Duration::minutes(1));
+        self
     }
 
     /// Milli-Communs credited since start.
@@ -71,7 +81,7 @@ impl<S: Store + Send + 'static> Credits<S> {
                 }
             }
         }
-        let due = self.flushed.is_none_or(|f| at - f >= FLUSH_EVERY || at < f);
+        let due = self.flushed.is_none_or(|f| at - f >= self.every || at < f);
         if due && !self.pending_wh.is_empty() {
             self.flushed = Some(at);
             let job = Flush {
