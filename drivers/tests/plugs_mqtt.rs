@@ -252,3 +252,59 @@ async fn plugs_work_again_after_the_broker_restarts() {
     assert!(ok, "switching must work again after the broker restart");
     assert!(!sim.with(|d| d.on));
 }
+
+/// Regression: replies were matched by their `src`, which a Shelly sets to its device id, not
+/// to its (configurable) topic prefix, so such a plug never confirmed its fail-safe.
+#[tokio::test]
+async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe_and_refusals() {
+    let broker = Mosquitto::start().unwrap();
+    let prefix = unique("site/kitchen-plug");
+    let device_id = unique("shellyplusplugs-a8032ab1c2d3");
+    let sim = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60))
+        .device_id(&device_id)
+        .start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
+        .await
+        .unwrap();
+    plug.set_fail_safe(true).await.unwrap();
+    assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
+    assert_eq!(plug.status().fail_safe.as_deref(), Some("initial_state on"));
+    plug.switch_confirmed(true).await.unwrap();
+    assert!(sim.with(|d| d.on));
+
+    // The device has no switch 1: its refusal must come back as such, not as silence.
+    let mut topics = ShellyTopics::new(&prefix);
+    topics.switch_id = 1;
+    let wrong = MqttPlug::attach(&bus, PlugKind::Shelly(topics), fast())
+        .await
+        .unwrap();
+    let err = wrong.switch_confirmed(false).await.unwrap_err();
+    assert!(matches!(err, DriverError::Invalid(_)), "{err:?}");
+    assert!(sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_requests() {
+    let broker = Mosquitto::start().unwrap();
+    let (a, b) = (unique("shelly-a"), unique("shelly-b"));
+    let sim_a = ShellyPlug::new(&a, 60.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    let sim_b = ShellyPlug::new(&b, 90.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    assert!(sim_a.wait_connected(WAIT).await && sim_b.wait_connected(WAIT).await);
+    let bus = bus(&broker).await;
+    let plug_a = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&a)), fast())
+        .await
+        .unwrap();
+    let plug_b = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&b)), fast())
+        .await
+        .unwrap();
+    plug_b.switch_confirmed(true).await.unwrap();
+    plug_b.set_fail_safe(true).await.unwrap();
+    // Plug a's device is off and draws nothing: b's "on, 90 W" in a's state came from b's replies.
+    let seen_by_a = plug_a.status();
+    assert_ne!(seen_by_a.on, Some(true), "{seen_by_a:?}");
+    assert_ne!(seen_by_a.power, Some(Watts(90.0)), "{seen_by_a:?}");
+    assert_eq!(seen_by_a.fail_safe, None);
+    assert!(!sim_a.with(|d| d.on));
+}
