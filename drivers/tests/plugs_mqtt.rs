@@ -9,10 +9,11 @@ use communalia_drivers::shelly::ShellyTopics;
 use communalia_drivers::shelly::sim::ShellyPlug;
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
-use communalia_drivers::testkit::{Mosquitto, unique};
+use communalia_drivers::testkit::{Mosquitto, unique, wait_until};
 use communalia_drivers::{DriverError, Watts};
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Deadline for what should happen at once; polls return as soon as it has.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn fast() -> PlugOptions {
     PlugOptions {
@@ -24,20 +25,7 @@ fn fast() -> PlugOptions {
 }
 
 async fn bus(broker: &Mosquitto) -> MqttBus {
-    let bus = MqttBus::start(&broker.config("controller"));
-    bus.wait_connected(WAIT).await.unwrap();
-    bus
-}
-
-async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    broker.connected_bus("controller", WAIT).await
 }
 
 fn tasmota(topic: &str) -> PlugKind {
@@ -59,11 +47,11 @@ async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
     let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
         .await
         .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
     assert_eq!(plug.status().on, Some(true));
-    eventually("power telemetry", || {
+    wait_until("power telemetry", WAIT, async || {
         plug.power().ok() == Some(Watts(150.0))
     })
     .await;
@@ -99,13 +87,19 @@ async fn a_tasmota_that_drops_off_is_seen_offline_through_its_last_will_and_back
     let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
         .await
         .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
     sim.set_faults(|f| f.offline = true);
-    eventually("offline", || plug.status().online == Some(false)).await;
+    wait_until("offline", WAIT, async || {
+        plug.status().online == Some(false)
+    })
+    .await;
     assert_eq!(plug.switch_confirmed(true).await, Err(DriverError::Offline));
     assert_eq!(plug.power(), Err(DriverError::Offline));
     sim.set_faults(|f| f.offline = false);
-    eventually("online again", || plug.status().online == Some(true)).await;
+    wait_until("online again", WAIT, async || {
+        plug.status().online == Some(true)
+    })
+    .await;
     plug.switch_confirmed(true).await.unwrap();
 }
 
@@ -148,15 +142,21 @@ async fn garbled_tasmota_payloads_are_counted_and_never_read_as_zero_watts() {
         .await
         .unwrap();
     plug.switch_confirmed(true).await.unwrap();
-    eventually("power", || plug.power().is_ok()).await;
+    wait_until("power", WAIT, async || plug.power().is_ok()).await;
     sim.set_faults(|f| f.garbled = true);
-    eventually("malformed counted", || plug.status().malformed >= 2).await;
+    wait_until("malformed counted", WAIT, async || {
+        plug.status().malformed >= 2
+    })
+    .await;
     assert!(
         plug.power().is_err(),
         "a garbled reading must not stand as a number"
     );
     sim.set_faults(|f| f.garbled = false);
-    eventually("power again", || plug.power().ok() == Some(Watts(150.0))).await;
+    wait_until("power again", WAIT, async || {
+        plug.power().ok() == Some(Watts(150.0))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -194,7 +194,10 @@ async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
         .unwrap();
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
-    eventually("power", || plug.power().ok() == Some(Watts(60.0))).await;
+    wait_until("power", WAIT, async || {
+        plug.power().ok() == Some(Watts(60.0))
+    })
+    .await;
     plug.set_fail_safe(true).await.unwrap();
     assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
     sim.with(|d| {
@@ -214,9 +217,12 @@ async fn a_shelly_that_drops_off_is_seen_offline() {
     let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
         .await
         .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
     sim.set_faults(|f| f.offline = true);
-    eventually("offline", || plug.status().online == Some(false)).await;
+    wait_until("offline", WAIT, async || {
+        plug.status().online == Some(false)
+    })
+    .await;
     assert_eq!(
         plug.switch_confirmed(false).await,
         Err(DriverError::Offline)
@@ -239,17 +245,18 @@ async fn plugs_work_again_after_the_broker_restarts() {
         .unwrap();
     plug.switch_confirmed(true).await.unwrap();
     broker.restart().unwrap();
-    eventually("bus reconnected", || !bus.is_connected()).await;
+    wait_until("the bus to see the broker gone", WAIT, async || {
+        !bus.is_connected()
+    })
+    .await;
     bus.wait_connected(Duration::from_secs(15)).await.unwrap();
     assert!(sim.wait_connected(Duration::from_secs(15)).await);
-    let mut ok = false;
-    for _ in 0..10 {
-        if plug.switch_confirmed(false).await.is_ok() {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "switching must work again after the broker restart");
+    wait_until(
+        "switching to work again after the broker restart",
+        Duration::from_secs(30),
+        async || plug.switch_confirmed(false).await.is_ok(),
+    )
+    .await;
     assert!(!sim.with(|d| d.on));
 }
 
