@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use communalia_drivers::mqtt::MqttBus;
+use communalia_drivers::mqtt::{MqttBus, MqttConfig};
+use communalia_drivers::mqtt_sim::{MqttBehaviour, MqttSim};
 use communalia_drivers::plug::{MqttPlug, PlugKind, PlugOptions};
 use communalia_drivers::shelly::ShellyTopics;
 use communalia_drivers::shelly::sim::ShellyPlug;
@@ -24,30 +25,55 @@ fn fast() -> PlugOptions {
     }
 }
 
-async fn bus(broker: &Mosquitto) -> MqttBus {
-    broker.connected_bus("controller", WAIT).await
+/// A broker, a simulated device connected to it, and the driver on its own connection.
+struct Rig<B: MqttBehaviour> {
+    broker: Mosquitto,
+    sim: MqttSim<B>,
+    bus: MqttBus,
+    plug: MqttPlug,
 }
 
-fn tasmota(topic: &str) -> PlugKind {
-    PlugKind::Tasmota(TasmotaTopics::new(topic), SensorKeys::default())
+async fn rig<B: MqttBehaviour>(
+    kind: PlugKind,
+    start: impl FnOnce(&MqttConfig) -> MqttSim<B>,
+) -> Rig<B> {
+    let broker = Mosquitto::start().unwrap();
+    let sim = start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = broker.connected_bus("controller", WAIT).await;
+    let plug = MqttPlug::attach(&bus, kind, fast()).await.unwrap();
+    Rig {
+        broker,
+        sim,
+        bus,
+        plug,
+    }
+}
+
+/// A Tasmota plug drawing `watts` when on, sending telemetry every `period`.
+async fn tasmota(watts: f64, period: Duration) -> Rig<TasmotaPlug> {
+    let topics = TasmotaTopics::new(unique("tas"));
+    let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
+    rig(kind, |b| TasmotaPlug::new(topics, watts, period).start(b)).await
+}
+
+/// The simulated Shelly `device`, and the driver for the plug under `prefix`.
+async fn shelly(device: ShellyPlug, prefix: &str) -> Rig<ShellyPlug> {
+    rig(PlugKind::Shelly(ShellyTopics::new(prefix)), |b| {
+        device.start(b)
+    })
+    .await
+}
+
+async fn wait_online(plug: &MqttPlug, online: bool) {
+    let what = if online { "online" } else { "offline" };
+    wait_until(what, WAIT, async || plug.status().online == Some(online)).await;
 }
 
 #[tokio::test]
 async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(
-        TasmotaTopics::new(&topic),
-        150.0,
-        Duration::from_millis(200),
-    )
-    .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
-    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_millis(200)).await;
+    wait_online(plug, true).await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
     assert_eq!(plug.status().on, Some(true));
@@ -61,16 +87,8 @@ async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
 
 #[tokio::test]
 async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_secs(60)).await;
     sim.set_faults(|f| f.mute = true);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
     let err = plug.switch_confirmed(true).await.unwrap_err();
     assert_eq!(err, DriverError::NotConfirmed { attempts: 3 });
     assert!(!sim.with(|d| d.on));
@@ -78,42 +96,20 @@ async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
 
 #[tokio::test]
 async fn a_tasmota_that_drops_off_is_seen_offline_through_its_last_will_and_back_online() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
-    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_secs(60)).await;
+    wait_online(plug, true).await;
     sim.set_faults(|f| f.offline = true);
-    wait_until("offline", WAIT, async || {
-        plug.status().online == Some(false)
-    })
-    .await;
+    wait_online(plug, false).await;
     assert_eq!(plug.switch_confirmed(true).await, Err(DriverError::Offline));
     assert_eq!(plug.power(), Err(DriverError::Offline));
     sim.set_faults(|f| f.offline = false);
-    wait_until("online again", WAIT, async || {
-        plug.status().online == Some(true)
-    })
-    .await;
+    wait_online(plug, true).await;
     plug.switch_confirmed(true).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("fridge");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 80.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
+    let Rig { sim, plug, .. } = &tasmota(80.0, Duration::from_secs(60)).await;
     plug.set_fail_safe(true).await.unwrap();
     assert_eq!(sim.with(|d| d.power_on_state), 1);
     assert_eq!(plug.status().fail_safe.as_deref(), Some("PowerOnState 1"));
@@ -128,19 +124,7 @@ async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
 
 #[tokio::test]
 async fn garbled_tasmota_payloads_are_counted_and_never_read_as_zero_watts() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(
-        TasmotaTopics::new(&topic),
-        150.0,
-        Duration::from_millis(100),
-    )
-    .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_millis(100)).await;
     plug.switch_confirmed(true).await.unwrap();
     wait_until("power", WAIT, async || plug.power().is_ok()).await;
     sim.set_faults(|f| f.garbled = true);
@@ -161,37 +145,23 @@ async fn garbled_tasmota_payloads_are_counted_and_never_read_as_zero_watts() {
 
 #[tokio::test]
 async fn a_custom_full_topic_and_relay_reach_the_device() {
-    let broker = Mosquitto::start().unwrap();
-    let name = unique("multi");
-    let topics = TasmotaTopics::new(&name)
+    let topics = TasmotaTopics::new(unique("multi"))
         .full_topic("site/%topic%/%prefix%/")
         .relay(2);
-    let sim = TasmotaPlug::new(topics.clone(), 10.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(
-        &bus,
-        PlugKind::Tasmota(topics, SensorKeys::default()),
-        fast(),
-    )
-    .await
-    .unwrap();
+    let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
+    let Rig { sim, plug, .. } = &rig(kind, |b| {
+        TasmotaPlug::new(topics, 10.0, Duration::from_secs(60)).start(b)
+    })
+    .await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
 }
 
 #[tokio::test]
 async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
-    let broker = Mosquitto::start().unwrap();
     let prefix = unique("shellyplusplugs");
-    let sim =
-        ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200)).start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
-        .await
-        .unwrap();
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200));
+    let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
     wait_until("power", WAIT, async || {
@@ -209,20 +179,12 @@ async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
 
 #[tokio::test]
 async fn a_shelly_that_drops_off_is_seen_offline() {
-    let broker = Mosquitto::start().unwrap();
     let prefix = unique("shelly");
-    let sim = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60)).start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
-        .await
-        .unwrap();
-    wait_until("online", WAIT, async || plug.status().online == Some(true)).await;
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60));
+    let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
+    wait_online(plug, true).await;
     sim.set_faults(|f| f.offline = true);
-    wait_until("offline", WAIT, async || {
-        plug.status().online == Some(false)
-    })
-    .await;
+    wait_online(plug, false).await;
     assert_eq!(
         plug.switch_confirmed(false).await,
         Err(DriverError::Offline)
@@ -231,18 +193,15 @@ async fn a_shelly_that_drops_off_is_seen_offline() {
 
 #[tokio::test]
 async fn plugs_work_again_after_the_broker_restarts() {
-    let mut broker = Mosquitto::start().unwrap();
+    let Rig {
+        broker,
+        sim,
+        bus,
+        plug,
+    } = &mut tasmota(150.0, Duration::from_secs(60)).await;
     if !broker.owns_broker() {
         return; // An external broker cannot be restarted by the test.
     }
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
     plug.switch_confirmed(true).await.unwrap();
     broker.restart().unwrap();
     wait_until("the bus to see the broker gone", WAIT, async || {
@@ -264,17 +223,10 @@ async fn plugs_work_again_after_the_broker_restarts() {
 /// to its (configurable) topic prefix, so such a plug never confirmed its fail-safe.
 #[tokio::test]
 async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe_and_refusals() {
-    let broker = Mosquitto::start().unwrap();
     let prefix = unique("site/kitchen-plug");
-    let device_id = unique("shellyplusplugs-a8032ab1c2d3");
-    let sim = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60))
-        .device_id(&device_id)
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
-        .await
-        .unwrap();
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60))
+        .device_id(unique("shellyplusplugs-a8032ab1c2d3"));
+    let Rig { sim, bus, plug, .. } = &shelly(device, &prefix).await;
     plug.set_fail_safe(true).await.unwrap();
     assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
     assert_eq!(plug.status().fail_safe.as_deref(), Some("initial_state on"));
@@ -284,7 +236,7 @@ async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe
     // The device has no switch 1: its refusal must come back as such, not as silence.
     let mut topics = ShellyTopics::new(&prefix);
     topics.switch_id = 1;
-    let wrong = MqttPlug::attach(&bus, PlugKind::Shelly(topics), fast())
+    let wrong = MqttPlug::attach(bus, PlugKind::Shelly(topics), fast())
         .await
         .unwrap();
     let err = wrong.switch_confirmed(false).await.unwrap_err();
@@ -294,16 +246,18 @@ async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe
 
 #[tokio::test]
 async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_requests() {
-    let broker = Mosquitto::start().unwrap();
-    let (a, b) = (unique("shelly-a"), unique("shelly-b"));
-    let sim_a = ShellyPlug::new(&a, 60.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    let a = unique("shelly-a");
+    let device_a = ShellyPlug::new(&a, 60.0, Duration::from_secs(60));
+    let Rig {
+        broker,
+        sim: sim_a,
+        bus,
+        plug: plug_a,
+    } = &shelly(device_a, &a).await;
+    let b = unique("shelly-b");
     let sim_b = ShellyPlug::new(&b, 90.0, Duration::from_secs(60)).start(&broker.config("dev"));
-    assert!(sim_a.wait_connected(WAIT).await && sim_b.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug_a = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&a)), fast())
-        .await
-        .unwrap();
-    let plug_b = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&b)), fast())
+    assert!(sim_b.wait_connected(WAIT).await);
+    let plug_b = MqttPlug::attach(bus, PlugKind::Shelly(ShellyTopics::new(&b)), fast())
         .await
         .unwrap();
     plug_b.switch_confirmed(true).await.unwrap();

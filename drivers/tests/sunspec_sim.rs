@@ -20,6 +20,28 @@ async fn serve(sim: SunSpecSim) -> ModbusSim<SunSpecSim> {
     sim.serve(1, LOOPBACK.parse().unwrap()).await.unwrap()
 }
 
+/// A 3 kW inverter at base 40000 (models 103/120/123) producing `fraction` of its rating.
+async fn inverter(fraction: f64) -> ModbusSim<SunSpecSim> {
+    serve(SunSpecSim::inverter(
+        40000,
+        3000.0,
+        Irradiance::Fixed(fraction),
+        false,
+    ))
+    .await
+}
+
+/// The same with the DER models 701/120/704 instead.
+async fn der_inverter(fraction: f64) -> ModbusSim<SunSpecSim> {
+    serve(SunSpecSim::inverter(
+        40000,
+        3000.0,
+        Irradiance::Fixed(fraction),
+        true,
+    ))
+    .await
+}
+
 fn device(sim: &ModbusSim<SunSpecSim>) -> SunSpecDevice {
     SunSpecDevice::new(
         ModbusConfig::new(sim.address())
@@ -30,13 +52,7 @@ fn device(sim: &ModbusSim<SunSpecSim>) -> SunSpecDevice {
 
 #[tokio::test]
 async fn the_inverter_is_discovered_with_its_models_in_chain_order_and_its_nameplate() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     let map = dev.discover().await.unwrap();
     assert_eq!(map.base, 40000);
@@ -48,13 +64,7 @@ async fn the_inverter_is_discovered_with_its_models_in_chain_order_and_its_namep
 
 #[tokio::test]
 async fn raw_4321_with_scale_factor_minus_one_reads_as_432_point_1_watts() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(432.1 / 3000.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(432.1 / 3000.0).await;
     let mut dev = device(&sim);
     let w = dev.read_power().await.unwrap();
     let model = dev.read_model(&[103]).await.unwrap();
@@ -65,13 +75,7 @@ async fn raw_4321_with_scale_factor_minus_one_reads_as_432_point_1_watts() {
 
 #[tokio::test]
 async fn an_inverter_reporting_sentinels_gives_absent_values_not_numbers() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     sim.with_device(|d| d.set_sentinels(true));
     let mut dev = device(&sim);
     let reading = dev.read_inverter().await.unwrap();
@@ -85,13 +89,7 @@ async fn an_inverter_reporting_sentinels_gives_absent_values_not_numbers() {
 
 #[tokio::test]
 async fn an_exception_is_kept_apart_from_a_timeout() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     dev.discover().await.unwrap();
     sim.set_fault(Fault::Exception(0x04));
@@ -112,13 +110,7 @@ async fn an_exception_is_kept_apart_from_a_timeout() {
 
 #[tokio::test]
 async fn a_garbled_answer_is_malformed_and_the_next_good_one_is_read() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     dev.discover().await.unwrap();
     sim.set_fault(Fault::Garbage);
@@ -135,13 +127,7 @@ async fn a_garbled_answer_is_malformed_and_the_next_good_one_is_read() {
 
 #[tokio::test]
 async fn the_driver_reconnects_after_the_device_restarts() {
-    let mut sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let mut sim = inverter(0.5).await;
     let mut dev = device(&sim);
     assert_eq!(dev.read_power().await.unwrap(), Watts(1500.0));
     sim.stop().await;
@@ -181,13 +167,7 @@ async fn wait_for_reversion(dev: &mut SunSpecDevice, written: Instant) {
 
 #[tokio::test]
 async fn a_power_limit_is_honoured_and_reverts_when_not_refreshed() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(1.0).await;
     let mut dev = device(&sim);
     let written = Instant::now();
     dev.set_power_limit(Percent(40.0), Duration::from_secs(1))
@@ -204,13 +184,7 @@ async fn a_power_limit_is_honoured_and_reverts_when_not_refreshed() {
 
 #[tokio::test]
 async fn a_power_limit_without_reversion_timeout_is_refused_before_anything_is_written() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(1.0).await;
     let mut dev = device(&sim);
     let err = dev
         .set_power_limit(Percent(40.0), Duration::ZERO)
@@ -222,13 +196,7 @@ async fn a_power_limit_without_reversion_timeout_is_refused_before_anything_is_w
 
 #[tokio::test]
 async fn the_der_models_701_and_704_read_power_and_take_a_reverting_limit() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        true,
-    ))
-    .await;
+    let sim = der_inverter(1.0).await;
     let mut dev = device(&sim);
     assert_eq!(dev.discover().await.unwrap().ids(), vec![1, 701, 120, 704]);
     assert_eq!(dev.read_power().await.unwrap(), Watts(3000.0));
