@@ -99,11 +99,6 @@ impl<B: MqttBehaviour> MqttSim<B> {
             Ok(Ok(_))
         )
     }
-
-    /// Whether the device is connected.
-    pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
-    }
 }
 
 impl<B: MqttBehaviour> Drop for MqttSim<B> {
