@@ -149,11 +149,6 @@ impl ModbusTcp {
         &self.config
     }
 
-    /// Whether a connection is open.
-    pub fn is_connected(&self) -> bool {
-        self.ctx.is_some()
-    }
-
     /// Drops the connection; the next request reconnects.
     pub fn disconnect(&mut self) {
         self.ctx = None;

@@ -242,11 +242,6 @@ impl<D: SimDevice> ModbusSim<D> {
         self.serve(listener);
         Ok(())
     }
-
-    /// Whether it is serving.
-    pub fn is_running(&self) -> bool {
-        self.running.is_some()
-    }
 }
 
 impl<D: SimDevice> Drop for ModbusSim<D> {

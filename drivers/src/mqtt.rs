@@ -3,6 +3,7 @@
 //! reconnection.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -132,6 +133,7 @@ struct BusInner {
     connected: watch::Receiver<bool>,
     task: JoinHandle<()>,
     client_id: String,
+    next_request_id: AtomicU64,
 }
 
 impl Drop for BusInner {
@@ -201,6 +203,7 @@ impl MqttBus {
                 connected: rx,
                 task,
                 client_id: config.client_id.clone(),
+                next_request_id: AtomicU64::new(1),
             }),
         }
     }
@@ -208,6 +211,12 @@ impl MqttBus {
     /// The client id (the Shelly RPC `src`).
     pub fn client_id(&self) -> &str {
         &self.inner.client_id
+    }
+
+    /// A request id not given out before on this connection (Shelly RPC `id`): replies, which
+    /// all arrive on `<client id>/rpc`, are told apart by it.
+    pub fn next_request_id(&self) -> u64 {
+        self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether the broker connection is up.

@@ -242,15 +242,6 @@ impl MqttMeter {
             (None, Some(_)) => Err(DriverError::Malformed("last reading unparsable".into())),
         }
     }
-
-    /// Waits until a first power reading arrives (or `timeout`).
-    pub async fn wait_reading(&self, timeout: Duration) -> Result<Watts> {
-        let mut rx = self.state.clone();
-        match tokio::time::timeout(timeout, rx.wait_for(|s| s.power.is_some())).await {
-            Ok(Ok(_)) => self.power(),
-            _ => Err(DriverError::Timeout(timeout)),
-        }
-    }
 }
 
 impl PowerMeter for MqttMeter {

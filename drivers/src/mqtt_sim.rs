@@ -1,6 +1,6 @@
 //! Runner for simulated MQTT devices: each connects to the broker with its own client and last
 //! will, and can be told to go offline (connection dropped, so the broker publishes the will),
-//! ignore commands, or send garbled payloads.
+//! stop its telemetry while staying online, ignore commands, or send garbled payloads.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub trait MqttBehaviour: Send + 'static {
 pub struct SimFaults {
     /// Connection dropped without DISCONNECT (the broker publishes the last will).
     pub offline: bool,
+    /// Still connected (no last will) but the periodic telemetry stops: a hung sensor.
+    pub telemetry_stopped: bool,
     /// Commands are received and ignored.
     pub mute: bool,
     /// Every published payload is replaced by garbage.
@@ -96,11 +98,6 @@ impl<B: MqttBehaviour> MqttSim<B> {
             tokio::time::timeout(timeout, rx.wait_for(|c| *c)).await,
             Ok(Ok(_))
         )
-    }
-
-    /// Whether the device is connected.
-    pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
     }
 }
 
@@ -174,8 +171,8 @@ async fn run<B: MqttBehaviour>(
                     }
                 },
                 _ = tick.tick() => {
-                    if up {
-                        let f = *faults.borrow();
+                    let f = *faults.borrow();
+                    if up && !f.telemetry_stopped {
                         let out = lock(&behaviour).telemetry();
                         send(out, f.garbled);
                     }

@@ -2,8 +2,8 @@
 //! report and retried with backoff, availability from the last will, the device-side
 //! fail-safe, and energy telemetry. Malformed payloads are counted and logged, never fatal.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -77,7 +77,13 @@ pub struct PlugStatus {
     pub last_seen: Option<Instant>,
     #[serde(skip)]
     rpc: Vec<(u64, RpcOutcome)>,
+    /// Ids of this plug's RPC requests not answered yet: the replies it takes.
+    #[serde(skip)]
+    pending: VecDeque<u64>,
 }
+
+/// Unanswered requests remembered per plug; older ones are given up.
+const MAX_PENDING: usize = 64;
 
 /// A plug on a shared MQTT connection.
 #[derive(Debug)]
@@ -86,7 +92,7 @@ pub struct MqttPlug {
     kind: PlugKind,
     options: PlugOptions,
     state: watch::Receiver<PlugStatus>,
-    next_id: AtomicU64,
+    tx: Arc<watch::Sender<PlugStatus>>,
 }
 
 fn now() -> Instant {
@@ -238,23 +244,21 @@ impl MqttPlug {
                     ));
                 }
                 {
-                    // Replies to this bus's client id; several plugs share the topic and each
-                    // keeps the replies (ids are unique per plug handle, see `next_id`).
+                    // Replies to this bus's client id: several plugs share the topic, and each
+                    // takes only the replies to its own requests, matched by id (unique on the
+                    // connection). The reply's `src` is the device id, which need not be the
+                    // topic prefix, so it says nothing about which plug asked.
                     let (tx, name) = (Arc::clone(&tx), ShellyTopics::reply_topic(bus.client_id()));
-                    let prefix = t.prefix.clone();
                     routes.push((
                         name.clone(),
-                        handler(move |p| {
-                            let src_matches = serde_json::from_slice::<serde_json::Value>(p)
-                                .ok()
-                                .and_then(|v| {
-                                    v.get("src").and_then(|s| s.as_str()).map(|s| s == prefix)
-                                });
-                            if src_matches == Some(false) {
-                                return;
-                            }
-                            match shelly::parse_rpc_reply(p) {
-                                Ok(reply) => tx.send_modify(|s| {
+                        handler(move |p| match shelly::parse_rpc_reply(p) {
+                            Ok(reply) => {
+                                tx.send_if_modified(|s| {
+                                    let Some(at) = s.pending.iter().position(|i| *i == reply.id)
+                                    else {
+                                        return false;
+                                    };
+                                    s.pending.remove(at);
                                     if let Ok(result) = &reply.outcome {
                                         if let Some(on) = result
                                             .get("output")
@@ -277,9 +281,10 @@ impl MqttPlug {
                                     if s.rpc.len() > 32 {
                                         s.rpc.drain(..1);
                                     }
-                                }),
-                                Err(e) => malformed(&tx, &name, &e),
+                                    true
+                                });
                             }
+                            Err(e) => malformed(&tx, &name, &e),
                         }),
                     ));
                 }
@@ -288,15 +293,12 @@ impl MqttPlug {
         for (topic, h) in routes {
             bus.subscribe(&topic, h).await?;
         }
-        // Ids start from a per-handle random-ish base so plugs sharing a reply topic differ.
-        let base =
-            u64::from(now().elapsed().subsec_nanos()) ^ (Arc::as_ptr(&tx) as u64 & 0xFFFF_FFFF);
         Ok(Self {
             bus: bus.clone(),
             kind,
             options,
             state: rx,
-            next_id: AtomicU64::new((base % 1_000_000_000) * 1000 + 1),
+            tx,
         })
     }
 
@@ -310,8 +312,17 @@ impl MqttPlug {
         &self.kind
     }
 
+    /// A fresh request id, registered as this plug's before the request goes out.
     fn rpc_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        let id = self.bus.next_request_id();
+        self.tx.send_if_modified(|s| {
+            s.pending.push_back(id);
+            if s.pending.len() > MAX_PENDING {
+                s.pending.pop_front();
+            }
+            false
+        });
+        id
     }
 
     /// Asks the device to report its relay state now.
@@ -449,10 +460,11 @@ impl MqttPlug {
                     });
                     if let Ok(Ok(outcome)) = ok {
                         if outcome.is_ok() {
-                            tracing::debug!(
-                                initial_state = shelly::initial_state(health),
-                                "shelly fail-safe confirmed"
-                            );
+                            let state = shelly::initial_state(health);
+                            tracing::debug!(initial_state = state, "shelly fail-safe confirmed");
+                            self.tx.send_modify(|s| {
+                                s.fail_safe = Some(format!("initial_state {state}"));
+                            });
                         }
                         return outcome;
                     }

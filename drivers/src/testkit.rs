@@ -1,12 +1,14 @@
 //! Test harness: a real mosquitto broker for MQTT tests, from `COMMUNALIA_MQTT_URL` when set,
-//! otherwise started on a free loopback port and killed on drop.
+//! otherwise started on a free loopback port and killed on drop; a connected bus on it; and
+//! [`wait_until`], the one way tests wait for something to happen (a deadline, never a fixed
+//! sleep).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::mqtt::MqttConfig;
+use crate::mqtt::{MqttBus, MqttConfig};
 
 /// The mosquitto binary used when no broker URL is given.
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -103,6 +105,18 @@ impl Mosquitto {
         MqttConfig::new(self.host.clone(), self.port, unique(name))
     }
 
+    /// A bus with a unique client id built from `name`, connected (panics after `timeout`).
+    pub async fn connected_bus(&self, name: &str, timeout: Duration) -> MqttBus {
+        let bus = MqttBus::start(&self.config(name));
+        if let Err(e) = bus.wait_connected(timeout).await {
+            panic!(
+                "bus {name} could not connect to the test broker at {}: {e}",
+                self.url()
+            );
+        }
+        bus
+    }
+
     /// Whether this harness owns the broker process (and can stop and restart it).
     pub fn owns_broker(&self) -> bool {
         self.dir.is_some()
@@ -137,4 +151,50 @@ pub fn unique(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("{name}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// How often [`wait_until`] checks its condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Checks `condition` every [`POLL_INTERVAL`] until it holds; panics naming `what` if it still
+/// does not after `timeout`. Returns as soon as it holds, so a generous timeout costs nothing
+/// when things work and spares a loaded machine a spurious failure.
+///
+/// The condition is an async closure, so it may read a device (`async || dev.read().await.is_ok()`)
+/// or only look at state (`async || plug.status().online == Some(true)`).
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_until_returns_once_the_condition_holds() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        wait_until("the third call", Duration::from_secs(10), async || {
+            calls += 1;
+            calls == 3
+        })
+        .await;
+        assert_eq!(calls, 3);
+        assert!(start.elapsed() >= POLL_INTERVAL * 2);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 100ms waiting for the impossible")]
+    async fn wait_until_panics_naming_what_it_waited_for_after_the_timeout() {
+        wait_until("the impossible", Duration::from_millis(100), async || false).await;
+    }
 }

@@ -8,16 +8,18 @@ use communalia_drivers::modbus::ModbusConfig;
 use communalia_drivers::modbus_sim::Fault;
 use communalia_drivers::mqtt::MqttBus;
 use communalia_drivers::mqtt_meter::{MeterSource, MqttMeter, PowerUnit};
+use communalia_drivers::mqtt_sim::MqttSim;
 use communalia_drivers::regmap::{RegisterMapDevice, RegisterMapSim, SDM630, VICTRON_GX};
 use communalia_drivers::shelly::EmKind;
 use communalia_drivers::shelly::sim::ShellyEm;
 use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
-use communalia_drivers::testkit::{Mosquitto, unique};
+use communalia_drivers::testkit::{Mosquitto, unique, wait_until};
 use communalia_drivers::{
     BatteryReader, DriverError, LoadSetpoint, Percent, PowerMeter, WattHours, Watts,
 };
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Deadline for what should happen at once; polls return as soon as it has.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn cfg(addr: String, unit: u8) -> ModbusConfig {
     ModbusConfig::new(addr)
@@ -99,47 +101,95 @@ async fn the_victron_gx_reports_pv_and_battery_and_takes_a_grid_setpoint() {
 }
 
 async fn bus(broker: &Mosquitto) -> MqttBus {
-    let bus = MqttBus::start(&broker.config("controller"));
-    bus.wait_connected(WAIT).await.unwrap();
-    bus
+    broker.connected_bus("controller", WAIT).await
 }
 
-#[tokio::test]
-async fn a_shelly_pro_3em_gives_power_and_energy_and_goes_stale_when_silent() {
-    let broker = Mosquitto::start().unwrap();
+/// A simulated Pro 3EM sending every 100 ms, and a meter on it that calls readings older than
+/// `STALE_AFTER` stale.
+async fn pro_3em(broker: &Mosquitto, bus: &MqttBus) -> (MqttSim<ShellyEm>, MqttMeter) {
     let prefix = unique("pro3em");
     let mut em = ShellyEm::new(&prefix, EmKind::ThreePhase, Duration::from_millis(100));
     em.power_watts = -900.0;
     let sim = em.start(&broker.config("dev"));
-    let bus = bus(&broker).await;
+    assert!(sim.wait_connected(WAIT).await);
     let meter = MqttMeter::attach(
-        &bus,
+        bus,
         MeterSource::ShellyEm {
-            prefix: prefix.clone(),
+            prefix,
             kind: EmKind::ThreePhase,
         },
-        Duration::from_millis(400),
+        STALE_AFTER,
     )
     .await
     .unwrap();
-    assert_eq!(meter.wait_reading(WAIT).await.unwrap(), Watts(-900.0));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while meter.state().energy.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "no energy reading");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    (sim, meter)
+}
+
+/// Waits for the meter's first power reading, then gives what the driver makes of it.
+async fn first_reading(meter: &MqttMeter) -> Result<Watts, DriverError> {
+    wait_until("a first power reading", WAIT, async || {
+        meter.state().power.is_some()
+    })
+    .await;
+    meter.power()
+}
+
+const STALE_AFTER: Duration = Duration::from_millis(400);
+
+#[tokio::test]
+async fn a_shelly_pro_3em_gives_power_and_energy() {
+    let broker = Mosquitto::start().unwrap();
+    let bus = bus(&broker).await;
+    let (_sim, meter) = pro_3em(&broker, &bus).await;
+    assert_eq!(first_reading(&meter).await, Ok(Watts(-900.0)));
+    wait_until("an energy reading", WAIT, async || {
+        meter.state().energy.is_some()
+    })
+    .await;
     assert!(
         meter
             .state()
             .energy
             .is_some_and(|e: WattHours| e.get() >= 5000.0)
     );
+}
+
+#[tokio::test]
+async fn a_meter_whose_last_will_arrives_is_offline_not_its_last_value() {
+    let broker = Mosquitto::start().unwrap();
+    let bus = bus(&broker).await;
+    let (sim, meter) = pro_3em(&broker, &bus).await;
+    assert_eq!(first_reading(&meter).await, Ok(Watts(-900.0)));
     sim.set_faults(|f| f.offline = true);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(
-        meter.power().is_err(),
-        "a silent meter must not keep its last value"
+    wait_until("the meter to be offline", WAIT, async || {
+        meter.power() == Err(DriverError::Offline)
+    })
+    .await;
+}
+
+/// Regression: only the last will was tested, so a meter that stays connected but stops
+/// sending could have kept its last value for ever.
+#[tokio::test]
+async fn a_meter_that_stays_online_but_stops_sending_goes_stale() {
+    let broker = Mosquitto::start().unwrap();
+    let bus = bus(&broker).await;
+    let (sim, meter) = pro_3em(&broker, &bus).await;
+    assert_eq!(first_reading(&meter).await, Ok(Watts(-900.0)));
+    sim.set_faults(|f| f.telemetry_stopped = true);
+    wait_until("the silent meter's reading to go stale", WAIT, async || {
+        meter.power() == Err(DriverError::Stale)
+    })
+    .await;
+    assert_eq!(
+        meter.state().online,
+        Some(true),
+        "the device never went offline"
     );
+    sim.set_faults(|f| f.telemetry_stopped = false);
+    wait_until("a fresh reading once it sends again", WAIT, async || {
+        meter.power() == Ok(Watts(-900.0))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -171,8 +221,7 @@ async fn a_tasmota_sml_reader_and_a_generic_json_meter_read_their_configured_key
     )
     .await
     .unwrap();
-    let publisher = MqttBus::start(&broker.config("publisher"));
-    publisher.wait_connected(WAIT).await.unwrap();
+    let publisher = broker.connected_bus("publisher", WAIT).await;
     publisher
         .publish(
             &topics.tele("SENSOR"),
@@ -184,18 +233,17 @@ async fn a_tasmota_sml_reader_and_a_generic_json_meter_read_their_configured_key
         .publish(&json_topic, r#"{"grid":{"p":1.25}}"#)
         .await
         .unwrap();
-    assert_eq!(sml.wait_reading(WAIT).await.unwrap(), Watts(420.0));
+    assert_eq!(first_reading(&sml).await, Ok(Watts(420.0)));
     assert_eq!(sml.state().energy, Some(WattHours(1_000_500.0)));
-    assert_eq!(generic.wait_reading(WAIT).await.unwrap(), Watts(-1250.0));
+    assert_eq!(first_reading(&generic).await, Ok(Watts(-1250.0)));
     publisher
         .publish(&json_topic, r#"{"grid":{"p":"n/a"}}"#)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while generic.state().malformed == 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the unparsable reading to be counted", WAIT, async || {
+        generic.state().malformed > 0
+    })
+    .await;
     assert!(
         generic.power().is_err(),
         "an unparsable reading counts as missing, not as 0 W"

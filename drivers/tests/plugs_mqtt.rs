@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
-use communalia_drivers::mqtt::MqttBus;
+use communalia_drivers::mqtt::{MqttBus, MqttConfig};
+use communalia_drivers::mqtt_sim::{MqttBehaviour, MqttSim};
 use communalia_drivers::plug::{MqttPlug, PlugKind, PlugOptions};
 use communalia_drivers::shelly::ShellyTopics;
 use communalia_drivers::shelly::sim::ShellyPlug;
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
-use communalia_drivers::testkit::{Mosquitto, unique};
+use communalia_drivers::testkit::{Mosquitto, unique, wait_until};
 use communalia_drivers::{DriverError, Watts};
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Deadline for what should happen at once; polls return as soon as it has.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn fast() -> PlugOptions {
     PlugOptions {
@@ -23,47 +25,59 @@ fn fast() -> PlugOptions {
     }
 }
 
-async fn bus(broker: &Mosquitto) -> MqttBus {
-    let bus = MqttBus::start(&broker.config("controller"));
-    bus.wait_connected(WAIT).await.unwrap();
-    bus
+/// A broker, a simulated device connected to it, and the driver on its own connection.
+struct Rig<B: MqttBehaviour> {
+    broker: Mosquitto,
+    sim: MqttSim<B>,
+    bus: MqttBus,
+    plug: MqttPlug,
 }
 
-async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn rig<B: MqttBehaviour>(
+    kind: PlugKind,
+    start: impl FnOnce(&MqttConfig) -> MqttSim<B>,
+) -> Rig<B> {
+    let broker = Mosquitto::start().unwrap();
+    let sim = start(&broker.config("dev"));
+    assert!(sim.wait_connected(WAIT).await);
+    let bus = broker.connected_bus("controller", WAIT).await;
+    let plug = MqttPlug::attach(&bus, kind, fast()).await.unwrap();
+    Rig {
+        broker,
+        sim,
+        bus,
+        plug,
     }
 }
 
-fn tasmota(topic: &str) -> PlugKind {
-    PlugKind::Tasmota(TasmotaTopics::new(topic), SensorKeys::default())
+/// A Tasmota plug drawing `watts` when on, sending telemetry every `period`.
+async fn tasmota(watts: f64, period: Duration) -> Rig<TasmotaPlug> {
+    let topics = TasmotaTopics::new(unique("tas"));
+    let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
+    rig(kind, |b| TasmotaPlug::new(topics, watts, period).start(b)).await
+}
+
+/// The simulated Shelly `device`, and the driver for the plug under `prefix`.
+async fn shelly(device: ShellyPlug, prefix: &str) -> Rig<ShellyPlug> {
+    rig(PlugKind::Shelly(ShellyTopics::new(prefix)), |b| {
+        device.start(b)
+    })
+    .await
+}
+
+async fn wait_online(plug: &MqttPlug, online: bool) {
+    let what = if online { "online" } else { "offline" };
+    wait_until(what, WAIT, async || plug.status().online == Some(online)).await;
 }
 
 #[tokio::test]
 async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(
-        TasmotaTopics::new(&topic),
-        150.0,
-        Duration::from_millis(200),
-    )
-    .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_millis(200)).await;
+    wait_online(plug, true).await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
     assert_eq!(plug.status().on, Some(true));
-    eventually("power telemetry", || {
+    wait_until("power telemetry", WAIT, async || {
         plug.power().ok() == Some(Watts(150.0))
     })
     .await;
@@ -73,16 +87,8 @@ async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
 
 #[tokio::test]
 async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_secs(60)).await;
     sim.set_faults(|f| f.mute = true);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
     let err = plug.switch_confirmed(true).await.unwrap_err();
     assert_eq!(err, DriverError::NotConfirmed { attempts: 3 });
     assert!(!sim.with(|d| d.on));
@@ -90,36 +96,20 @@ async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
 
 #[tokio::test]
 async fn a_tasmota_that_drops_off_is_seen_offline_through_its_last_will_and_back_online() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_secs(60)).await;
+    wait_online(plug, true).await;
     sim.set_faults(|f| f.offline = true);
-    eventually("offline", || plug.status().online == Some(false)).await;
+    wait_online(plug, false).await;
     assert_eq!(plug.switch_confirmed(true).await, Err(DriverError::Offline));
     assert_eq!(plug.power(), Err(DriverError::Offline));
     sim.set_faults(|f| f.offline = false);
-    eventually("online again", || plug.status().online == Some(true)).await;
+    wait_online(plug, true).await;
     plug.switch_confirmed(true).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("fridge");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 80.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
+    let Rig { sim, plug, .. } = &tasmota(80.0, Duration::from_secs(60)).await;
     plug.set_fail_safe(true).await.unwrap();
     assert_eq!(sim.with(|d| d.power_on_state), 1);
     assert_eq!(plug.status().fail_safe.as_deref(), Some("PowerOnState 1"));
@@ -134,67 +124,50 @@ async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
 
 #[tokio::test]
 async fn garbled_tasmota_payloads_are_counted_and_never_read_as_zero_watts() {
-    let broker = Mosquitto::start().unwrap();
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(
-        TasmotaTopics::new(&topic),
-        150.0,
-        Duration::from_millis(100),
-    )
-    .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
+    let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_millis(100)).await;
     plug.switch_confirmed(true).await.unwrap();
-    eventually("power", || plug.power().is_ok()).await;
+    wait_until("power", WAIT, async || plug.power().is_ok()).await;
     sim.set_faults(|f| f.garbled = true);
-    eventually("malformed counted", || plug.status().malformed >= 2).await;
+    wait_until("malformed counted", WAIT, async || {
+        plug.status().malformed >= 2
+    })
+    .await;
     assert!(
         plug.power().is_err(),
         "a garbled reading must not stand as a number"
     );
     sim.set_faults(|f| f.garbled = false);
-    eventually("power again", || plug.power().ok() == Some(Watts(150.0))).await;
+    wait_until("power again", WAIT, async || {
+        plug.power().ok() == Some(Watts(150.0))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_custom_full_topic_and_relay_reach_the_device() {
-    let broker = Mosquitto::start().unwrap();
-    let name = unique("multi");
-    let topics = TasmotaTopics::new(&name)
+    let topics = TasmotaTopics::new(unique("multi"))
         .full_topic("site/%topic%/%prefix%/")
         .relay(2);
-    let sim = TasmotaPlug::new(topics.clone(), 10.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(
-        &bus,
-        PlugKind::Tasmota(topics, SensorKeys::default()),
-        fast(),
-    )
-    .await
-    .unwrap();
+    let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
+    let Rig { sim, plug, .. } = &rig(kind, |b| {
+        TasmotaPlug::new(topics, 10.0, Duration::from_secs(60)).start(b)
+    })
+    .await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
 }
 
 #[tokio::test]
 async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
-    let broker = Mosquitto::start().unwrap();
     let prefix = unique("shellyplusplugs");
-    let sim =
-        ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200)).start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
-        .await
-        .unwrap();
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200));
+    let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
     plug.switch_confirmed(true).await.unwrap();
     assert!(sim.with(|d| d.on));
-    eventually("power", || plug.power().ok() == Some(Watts(60.0))).await;
+    wait_until("power", WAIT, async || {
+        plug.power().ok() == Some(Watts(60.0))
+    })
+    .await;
     plug.set_fail_safe(true).await.unwrap();
     assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
     sim.with(|d| {
@@ -206,17 +179,12 @@ async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
 
 #[tokio::test]
 async fn a_shelly_that_drops_off_is_seen_offline() {
-    let broker = Mosquitto::start().unwrap();
     let prefix = unique("shelly");
-    let sim = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60)).start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, PlugKind::Shelly(ShellyTopics::new(&prefix)), fast())
-        .await
-        .unwrap();
-    eventually("online", || plug.status().online == Some(true)).await;
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60));
+    let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
+    wait_online(plug, true).await;
     sim.set_faults(|f| f.offline = true);
-    eventually("offline", || plug.status().online == Some(false)).await;
+    wait_online(plug, false).await;
     assert_eq!(
         plug.switch_confirmed(false).await,
         Err(DriverError::Offline)
@@ -225,30 +193,79 @@ async fn a_shelly_that_drops_off_is_seen_offline() {
 
 #[tokio::test]
 async fn plugs_work_again_after_the_broker_restarts() {
-    let mut broker = Mosquitto::start().unwrap();
+    let Rig {
+        broker,
+        sim,
+        bus,
+        plug,
+    } = &mut tasmota(150.0, Duration::from_secs(60)).await;
     if !broker.owns_broker() {
         return; // An external broker cannot be restarted by the test.
     }
-    let topic = unique("tas");
-    let sim = TasmotaPlug::new(TasmotaTopics::new(&topic), 150.0, Duration::from_secs(60))
-        .start(&broker.config("dev"));
-    assert!(sim.wait_connected(WAIT).await);
-    let bus = bus(&broker).await;
-    let plug = MqttPlug::attach(&bus, tasmota(&topic), fast())
-        .await
-        .unwrap();
     plug.switch_confirmed(true).await.unwrap();
     broker.restart().unwrap();
-    eventually("bus reconnected", || !bus.is_connected()).await;
+    wait_until("the bus to see the broker gone", WAIT, async || {
+        !bus.is_connected()
+    })
+    .await;
     bus.wait_connected(Duration::from_secs(15)).await.unwrap();
     assert!(sim.wait_connected(Duration::from_secs(15)).await);
-    let mut ok = false;
-    for _ in 0..10 {
-        if plug.switch_confirmed(false).await.is_ok() {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "switching must work again after the broker restart");
+    wait_until(
+        "switching to work again after the broker restart",
+        Duration::from_secs(30),
+        async || plug.switch_confirmed(false).await.is_ok(),
+    )
+    .await;
     assert!(!sim.with(|d| d.on));
+}
+
+/// Regression: replies were matched by their `src`, which a Shelly sets to its device id, not
+/// to its (configurable) topic prefix, so such a plug never confirmed its fail-safe.
+#[tokio::test]
+async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe_and_refusals() {
+    let prefix = unique("site/kitchen-plug");
+    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60))
+        .device_id(unique("shellyplusplugs-a8032ab1c2d3"));
+    let Rig { sim, bus, plug, .. } = &shelly(device, &prefix).await;
+    plug.set_fail_safe(true).await.unwrap();
+    assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
+    assert_eq!(plug.status().fail_safe.as_deref(), Some("initial_state on"));
+    plug.switch_confirmed(true).await.unwrap();
+    assert!(sim.with(|d| d.on));
+
+    // The device has no switch 1: its refusal must come back as such, not as silence.
+    let mut topics = ShellyTopics::new(&prefix);
+    topics.switch_id = 1;
+    let wrong = MqttPlug::attach(bus, PlugKind::Shelly(topics), fast())
+        .await
+        .unwrap();
+    let err = wrong.switch_confirmed(false).await.unwrap_err();
+    assert!(matches!(err, DriverError::Invalid(_)), "{err:?}");
+    assert!(sim.with(|d| d.on));
+}
+
+#[tokio::test]
+async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_requests() {
+    let a = unique("shelly-a");
+    let device_a = ShellyPlug::new(&a, 60.0, Duration::from_secs(60));
+    let Rig {
+        broker,
+        sim: sim_a,
+        bus,
+        plug: plug_a,
+    } = &shelly(device_a, &a).await;
+    let b = unique("shelly-b");
+    let sim_b = ShellyPlug::new(&b, 90.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    assert!(sim_b.wait_connected(WAIT).await);
+    let plug_b = MqttPlug::attach(bus, PlugKind::Shelly(ShellyTopics::new(&b)), fast())
+        .await
+        .unwrap();
+    plug_b.switch_confirmed(true).await.unwrap();
+    plug_b.set_fail_safe(true).await.unwrap();
+    // Plug a's device is off and draws nothing: b's "on, 90 W" in a's state came from b's replies.
+    let seen_by_a = plug_a.status();
+    assert_ne!(seen_by_a.on, Some(true), "{seen_by_a:?}");
+    assert_ne!(seen_by_a.power, Some(Watts(90.0)), "{seen_by_a:?}");
+    assert_eq!(seen_by_a.fail_safe, None);
+    assert!(!sim_a.with(|d| d.on));
 }

@@ -7,14 +7,39 @@ use communalia_drivers::modbus::ModbusConfig;
 use communalia_drivers::modbus_sim::{Fault, ModbusSim};
 use communalia_drivers::sunspec::SunSpecDevice;
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
+use communalia_drivers::testkit::wait_until;
 use communalia_drivers::{
     BatteryReader, BatterySetpoint, DriverError, Percent, PowerLimiter, PowerMeter, Watts,
 };
 
 const LOOPBACK: &str = "127.0.0.1:0";
+/// Deadline for what should happen soon; polls return as soon as it has.
+const WAIT: Duration = Duration::from_secs(10);
 
 async fn serve(sim: SunSpecSim) -> ModbusSim<SunSpecSim> {
     sim.serve(1, LOOPBACK.parse().unwrap()).await.unwrap()
+}
+
+/// A 3 kW inverter at base 40000 (models 103/120/123) producing `fraction` of its rating.
+async fn inverter(fraction: f64) -> ModbusSim<SunSpecSim> {
+    serve(SunSpecSim::inverter(
+        40000,
+        3000.0,
+        Irradiance::Fixed(fraction),
+        false,
+    ))
+    .await
+}
+
+/// The same with the DER models 701/120/704 instead.
+async fn der_inverter(fraction: f64) -> ModbusSim<SunSpecSim> {
+    serve(SunSpecSim::inverter(
+        40000,
+        3000.0,
+        Irradiance::Fixed(fraction),
+        true,
+    ))
+    .await
 }
 
 fn device(sim: &ModbusSim<SunSpecSim>) -> SunSpecDevice {
@@ -27,13 +52,7 @@ fn device(sim: &ModbusSim<SunSpecSim>) -> SunSpecDevice {
 
 #[tokio::test]
 async fn the_inverter_is_discovered_with_its_models_in_chain_order_and_its_nameplate() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     let map = dev.discover().await.unwrap();
     assert_eq!(map.base, 40000);
@@ -45,13 +64,7 @@ async fn the_inverter_is_discovered_with_its_models_in_chain_order_and_its_namep
 
 #[tokio::test]
 async fn raw_4321_with_scale_factor_minus_one_reads_as_432_point_1_watts() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(432.1 / 3000.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(432.1 / 3000.0).await;
     let mut dev = device(&sim);
     let w = dev.read_power().await.unwrap();
     let model = dev.read_model(&[103]).await.unwrap();
@@ -62,13 +75,7 @@ async fn raw_4321_with_scale_factor_minus_one_reads_as_432_point_1_watts() {
 
 #[tokio::test]
 async fn an_inverter_reporting_sentinels_gives_absent_values_not_numbers() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     sim.with_device(|d| d.set_sentinels(true));
     let mut dev = device(&sim);
     let reading = dev.read_inverter().await.unwrap();
@@ -82,13 +89,7 @@ async fn an_inverter_reporting_sentinels_gives_absent_values_not_numbers() {
 
 #[tokio::test]
 async fn an_exception_is_kept_apart_from_a_timeout() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     dev.discover().await.unwrap();
     sim.set_fault(Fault::Exception(0x04));
@@ -109,13 +110,7 @@ async fn an_exception_is_kept_apart_from_a_timeout() {
 
 #[tokio::test]
 async fn a_garbled_answer_is_malformed_and_the_next_good_one_is_read() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let sim = inverter(0.5).await;
     let mut dev = device(&sim);
     dev.discover().await.unwrap();
     sim.set_fault(Fault::Garbage);
@@ -124,57 +119,57 @@ async fn a_garbled_answer_is_malformed_and_the_next_good_one_is_read() {
         Err(DriverError::Malformed(_))
     ));
     sim.set_fault(Fault::None);
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let mut got = None;
-    for _ in 0..20 {
-        if let Ok(w) = dev.read_power().await {
-            got = Some(w);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(got, Some(Watts(1500.0)));
+    wait_until("a good reading after the garbage", WAIT, async || {
+        dev.read_power().await == Ok(Watts(1500.0))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_driver_reconnects_after_the_device_restarts() {
-    let mut sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(0.5),
-        false,
-    ))
-    .await;
+    let mut sim = inverter(0.5).await;
     let mut dev = device(&sim);
     assert_eq!(dev.read_power().await.unwrap(), Watts(1500.0));
     sim.stop().await;
     let err = dev.read_power().await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     sim.restart().await.unwrap();
-    let mut got = None;
-    for _ in 0..40 {
-        match dev.read_power().await {
+    wait_until(
+        "a reading from the restarted device",
+        WAIT,
+        async || match dev.read_power().await {
             Ok(w) => {
-                got = Some(w);
-                break;
+                assert_eq!(w, Watts(1500.0));
+                true
             }
-            Err(e) => assert!(e.is_retryable(), "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(got, Some(Watts(1500.0)));
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                false
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until a 3 kW inverter limited at `written` with a 1 s reversion timeout is back at full
+/// power, and checks it did not revert before the timeout.
+async fn wait_for_reversion(dev: &mut SunSpecDevice, written: Instant) {
+    wait_until("the unrefreshed limit to revert", WAIT, async || {
+        dev.read_power().await == Ok(Watts(3000.0))
+    })
+    .await;
+    assert!(
+        written.elapsed() >= Duration::from_secs(1),
+        "reverted after {:?}, before its 1 s timeout",
+        written.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_power_limit_is_honoured_and_reverts_when_not_refreshed() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(1.0).await;
     let mut dev = device(&sim);
+    let written = Instant::now();
     dev.set_power_limit(Percent(40.0), Duration::from_secs(1))
         .await
         .unwrap();
@@ -183,20 +178,13 @@ async fn a_power_limit_is_honoured_and_reverts_when_not_refreshed() {
     assert_eq!(limit.percent, Some(Percent(40.0)));
     assert_eq!(limit.reversion_secs, Some(1));
     assert_eq!(dev.read_power().await.unwrap(), Watts(1200.0));
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(dev.read_power().await.unwrap(), Watts(3000.0));
+    wait_for_reversion(&mut dev, written).await;
     assert_eq!(dev.read_power_limit().await.unwrap().enabled, Some(false));
 }
 
 #[tokio::test]
 async fn a_power_limit_without_reversion_timeout_is_refused_before_anything_is_written() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        false,
-    ))
-    .await;
+    let sim = inverter(1.0).await;
     let mut dev = device(&sim);
     let err = dev
         .set_power_limit(Percent(40.0), Duration::ZERO)
@@ -208,22 +196,16 @@ async fn a_power_limit_without_reversion_timeout_is_refused_before_anything_is_w
 
 #[tokio::test]
 async fn the_der_models_701_and_704_read_power_and_take_a_reverting_limit() {
-    let sim = serve(SunSpecSim::inverter(
-        40000,
-        3000.0,
-        Irradiance::Fixed(1.0),
-        true,
-    ))
-    .await;
+    let sim = der_inverter(1.0).await;
     let mut dev = device(&sim);
     assert_eq!(dev.discover().await.unwrap().ids(), vec![1, 701, 120, 704]);
     assert_eq!(dev.read_power().await.unwrap(), Watts(3000.0));
+    let written = Instant::now();
     dev.set_power_limit(Percent(25.0), Duration::from_secs(1))
         .await
         .unwrap();
     assert_eq!(dev.read_power().await.unwrap(), Watts(750.0));
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(dev.read_power().await.unwrap(), Watts(3000.0));
+    wait_for_reversion(&mut dev, written).await;
 }
 
 #[tokio::test]

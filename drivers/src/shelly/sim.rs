@@ -14,6 +14,10 @@ use super::{EmKind, ShellyTopics};
 #[derive(Debug, Clone)]
 pub struct ShellyPlug {
     topics: ShellyTopics,
+    /// Device id: the MQTT client id and the `src` of its replies and events. The same as the
+    /// topic prefix unless changed with [`ShellyPlug::device_id`] (a real device's prefix is
+    /// configurable, its id is not).
+    device_id: String,
     /// Relay state.
     pub on: bool,
     /// Power drawn when on.
@@ -30,9 +34,11 @@ pub struct ShellyPlug {
 }
 
 impl ShellyPlug {
-    /// A plug under `prefix`.
+    /// A plug under `prefix`, whose device id is the prefix too (the device's default).
     pub fn new(prefix: impl Into<String>, nominal_watts: f64, period: Duration) -> Self {
+        let prefix = prefix.into();
         Self {
+            device_id: prefix.clone(),
             topics: ShellyTopics::new(prefix),
             on: false,
             nominal_watts,
@@ -44,9 +50,15 @@ impl ShellyPlug {
         }
     }
 
-    /// Starts it on the broker (client id = the prefix).
+    /// The same plug with a device id other than its topic prefix.
+    pub fn device_id(mut self, id: impl Into<String>) -> Self {
+        self.device_id = id.into();
+        self
+    }
+
+    /// Starts it on the broker (client id = the device id).
     pub fn start(self, broker: &MqttConfig) -> MqttSim<ShellyPlug> {
-        let cfg = broker.with_client_id(self.topics.prefix.clone());
+        let cfg = broker.with_client_id(self.device_id.clone());
         MqttSim::start(cfg, self)
     }
 
@@ -80,7 +92,7 @@ impl ShellyPlug {
 
     fn status_messages(&mut self) -> Vec<Outgoing> {
         let st = self.status();
-        let notify = json!({"src": self.topics.prefix, "dst": format!("{}/events", self.topics.prefix), "method": "NotifyStatus",
+        let notify = json!({"src": self.device_id, "dst": format!("{}/events", self.topics.prefix), "method": "NotifyStatus",
             "params": {"ts": 1_780_000_000.0, format!("switch:{}", self.topics.switch_id): {"id": self.topics.switch_id, "output": self.on}}});
         vec![
             (
@@ -185,7 +197,7 @@ impl MqttBehaviour for ShellyPlug {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
         let params = req.get("params").cloned().unwrap_or(Value::Null);
         let (outcome, changed) = self.call(method, &params);
-        let mut reply = json!({"id": id, "src": self.topics.prefix, "dst": src});
+        let mut reply = json!({"id": id, "src": self.device_id, "dst": src});
         match outcome {
             Ok(result) => reply["result"] = result,
             Err((code, message)) => reply["error"] = json!({"code": code, "message": message}),
@@ -314,6 +326,23 @@ mod tests {
         assert_eq!(reply["result"]["was_on"], false);
         assert_eq!(reply["id"], 5);
         assert_eq!(out[1].0, "sp1/status/switch:0");
+    }
+
+    #[test]
+    fn a_device_id_other_than_the_prefix_is_the_src_of_replies_and_events() {
+        let mut p =
+            ShellyPlug::new("site/kitchen", 60.0, Duration::from_secs(10)).device_id("shelly-a1");
+        let req = ShellyTopics::new("site/kitchen").switch_set(5, "ctl", true);
+        let out = p.on_message("site/kitchen/rpc", req.as_bytes());
+        let reply: Value = serde_json::from_slice(&out[0].1).unwrap();
+        assert_eq!(
+            (reply["src"].as_str(), reply["dst"].as_str()),
+            (Some("shelly-a1"), Some("ctl"))
+        );
+        let (topic, event, _) = &out[2];
+        assert_eq!(topic, "site/kitchen/events/rpc");
+        let event: Value = serde_json::from_slice(event).unwrap();
+        assert_eq!(event["src"], "shelly-a1");
     }
 
     #[test]

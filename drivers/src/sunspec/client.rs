@@ -119,11 +119,6 @@ impl SunSpecDevice {
         self
     }
 
-    /// The Modbus connection.
-    pub fn io(&mut self) -> &mut ModbusTcp {
-        &mut self.io
-    }
-
     /// The discovered map, if discovery ran.
     pub fn map(&self) -> Option<&SunSpecMap> {
         self.map.as_ref()
@@ -138,11 +133,6 @@ impl SunSpecDevice {
         tracing::debug!(base = map.base, models = ?map.ids(), "sunspec map discovered");
         self.map = Some(map.clone());
         Ok(map)
-    }
-
-    /// Forgets the map (the next call rediscovers), e.g. after a firmware update.
-    pub fn forget_map(&mut self) {
-        self.map = None;
     }
 
     /// Reads the first model among `ids` present on the device.
@@ -162,11 +152,6 @@ impl SunSpecDevice {
             self.map = None;
         }
         result
-    }
-
-    /// Whether the device has one of these models.
-    pub async fn has_model(&mut self, ids: &[u16]) -> Result<bool> {
-        Ok(self.discover().await?.find(ids).is_some())
     }
 
     /// Reads the common model.

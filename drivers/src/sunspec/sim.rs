@@ -492,18 +492,6 @@ impl SunSpecSim {
         )
     }
 
-    /// A simulator over a hand-built image with no dynamics of its own (for layout tests).
-    pub fn from_static_image(image: SunSpecImage) -> Self {
-        Self::from_image(
-            image,
-            Behaviour::Meter {
-                power_w: f64::NAN,
-                import_wh: 0.0,
-                export_wh: 0.0,
-            },
-        )
-    }
-
     fn from_image(image: SunSpecImage, behaviour: Behaviour) -> Self {
         Self {
             image,
@@ -567,16 +555,6 @@ impl SunSpecSim {
         match &self.behaviour {
             Behaviour::Battery { soc, .. } => Some(*soc),
             _ => None,
-        }
-    }
-
-    /// Whether a power limit is in force (inverters).
-    pub fn limit_enabled(&self) -> bool {
-        match &self.behaviour {
-            Behaviour::Inverter { der: true, .. } => {
-                self.image.get(704, "WMaxLimPctEna") == Some(1.0)
-            }
-            _ => self.image.get(123, "WMaxLim_Ena") == Some(1.0),
         }
     }
 
@@ -872,7 +850,7 @@ mod tests {
         sim.tick(t0 + Duration::from_secs(1));
         assert_eq!(sim.image().get(103, "W"), Some(1500.0));
         sim.tick(t0 + Duration::from_secs(11));
-        assert!(!sim.limit_enabled());
+        assert_eq!(sim.image().get(123, "WMaxLim_Ena"), Some(0.0));
         assert_eq!(sim.image().get(103, "W"), Some(3000.0));
     }
 
