@@ -36,7 +36,7 @@ pub struct AllocationOptions {
     /// Most bitset word operations one group may use before the greedy fallback takes over.
     pub max_work_per_group: u64,
     /// Most cells the watt range of a group is divided into (resolution = budget / cells, at
-    /// least 1 W).
+    /// least 1 W); at most 2^24 are used, whatever is asked.
     pub max_cells: usize,
 }
 
@@ -328,7 +328,8 @@ fn solve_group(
     if total_hi <= budget + 1e-9 {
         chosen.iter_mut().for_each(|c| *c = true);
     } else {
-        let res = (budget / opts.max_cells.max(1) as f64).ceil().max(1.0);
+        let cells = opts.max_cells.clamp(1, subset::MAX_CELLS);
+        let res = (budget / cells as f64).ceil().max(1.0);
         let cap = (budget / res + 1e-9).floor().max(0.0) as usize;
         let mut items: Vec<Item> = order
             .iter()

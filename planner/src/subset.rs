@@ -123,16 +123,19 @@ impl Bits {
     }
 }
 
-/// Estimated word operations of [`choose`], for the caller's work budget.
+/// Estimated word operations of [`choose`], for the caller's work budget. Saturates instead of
+/// overflowing, whatever the sizes.
 pub(crate) fn work(items: &[Item], cap: usize) -> u64 {
-    let words = (cap / 64 + 1) as u64;
-    items
-        .iter()
-        .map(|it| {
-            let width = it.hi.saturating_sub(it.lo) as u64 + 1;
-            words * (2 + u64::from(64 - width.leading_zeros()))
-        })
-        .sum()
+    let words = u64::try_from(cap.min(MAX_CELLS) / 64)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    items.iter().fold(0u64, |sum, it| {
+        let width = u64::try_from(it.hi.saturating_sub(it.lo))
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let steps = 2 + u64::from(64 - width.leading_zeros());
+        sum.saturating_add(words.saturating_mul(steps))
+    })
 }
 
 /// The largest total `<= cap` reachable by a subset, and the chosen subset: items are taken in
@@ -371,6 +374,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn work_of_huge_items_and_capacities_does_not_overflow() {
+        // Regression: `hi - lo + 1` and `words × steps` overflowed (a panic in debug builds).
+        let items = [Item {
+            lo: 0,
+            hi: usize::MAX,
+        }; 3];
+        let w = work(&items, usize::MAX);
+        assert_eq!(w, work(&items, MAX_CELLS));
+        assert!(w > 0);
+    }
+
+    #[test]
+    fn a_huge_capacity_is_clamped_not_allocated() {
+        let items = [Item { lo: 5, hi: 5 }, Item { lo: 7, hi: 9 }];
+        assert_eq!(choose(&items, usize::MAX, 0, 0.0), (14, vec![true, true]));
+        let big = [Item {
+            lo: MAX_CELLS + 1,
+            hi: MAX_CELLS + 1,
+        }];
+        assert_eq!(choose(&big, usize::MAX, 1, 0.05), (0, vec![false]));
     }
 
     #[test]

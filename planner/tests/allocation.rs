@@ -280,6 +280,29 @@ fn bad_numbers_give_diagnostics_not_panics() {
     assert!(a.diagnostics.len() >= 2);
 }
 
+#[test]
+fn a_huge_cell_count_and_budget_give_an_allocation_not_a_panic() {
+    // Regression: max_cells = usize::MAX with a huge budget made the work estimate overflow (a
+    // panic in debug builds) or asked for a bitset the size of the budget in watts.
+    let p = Priorities {
+        tiers: vec![tier(
+            "t",
+            Sharing::FairShare,
+            (0..3)
+                .map(|i| Load::on_off(format!("l{i}"), 1e300))
+                .collect(),
+        )],
+    };
+    let opts = AllocationOptions {
+        max_cells: usize::MAX,
+        max_work_per_group: u64::MAX,
+    };
+    let a = allocate_with(&p, &Snapshot::available(1e300), &Rotation::default(), &opts);
+    assert_eq!(a.method, Method::Exact);
+    assert_eq!(a.loads.iter().filter(|l| l.on).count(), 1);
+    assert!(a.allocated_watts <= a.available_watts);
+}
+
 // ---------- property tests ----------
 
 fn arb_load(i: usize) -> impl Strategy<Value = Load> {
