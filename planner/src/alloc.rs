@@ -486,28 +486,28 @@ pub fn allocate_with(
         if g.fair {
             // On/off loads waiting for their turn (longest first), then adjustable loads, then
             // the other on/off loads (served least often, then cut most recently, first).
-            let waited = |i: usize| {
-                if a[i].adjustable {
-                    0
-                } else {
-                    entry(&tier.loads[i].id).waiting
-                }
+            // One rotation look-up per load, not per comparison.
+            let key = |i: usize| {
+                let e = entry(&tier.loads[i].id);
+                let waited = if a[i].adjustable { 0 } else { e.waiting };
+                let class = match (waited > 0, a[i].adjustable) {
+                    (true, _) => 0u8,
+                    (false, true) => 1,
+                    (false, false) => 2,
+                };
+                (
+                    class,
+                    std::cmp::Reverse(waited),
+                    e.served,
+                    std::cmp::Reverse(e.last_cut),
+                    i,
+                )
             };
-            let class = |i: usize| match (waited(i) > 0, a[i].adjustable) {
-                (true, _) => 0,
-                (false, true) => 1,
-                (false, false) => 2,
-            };
-            order.sort_by(|&x, &y| {
-                let (ex, ey) = (entry(&tier.loads[x].id), entry(&tier.loads[y].id));
-                class(x)
-                    .cmp(&class(y))
-                    .then(waited(y).cmp(&waited(x)))
-                    .then(ex.served.cmp(&ey.served))
-                    .then(ey.last_cut.cmp(&ex.last_cut))
-                    .then(x.cmp(&y))
-            });
-            waiting = order.iter().filter(|&&i| waited(i) > 0).count();
+            order.sort_by_cached_key(|&i| key(i));
+            waiting = order
+                .iter()
+                .filter(|&&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0)
+                .count();
         }
         let budget = if g.health { free + reserved } else { free };
         let watts = solve_group(a, &mut order, waiting, budget.max(0.0), opts, &mut greedy);
