@@ -549,6 +549,10 @@ pub fn allocate_with(
                 .any(|(i, _)| !a[i].adjustable && a[i].hi > 0.0 && alloc[t][i] <= 0.0);
         let active: Vec<usize> = (0..tier.loads.len()).filter(|&i| a[i].hi > 0.0).collect();
         let served_in_tier = active.iter().filter(|&&i| alloc[t][i] > 0.0).count();
+        // Loads that waited went first, so a load without history was not cut by listed order.
+        let waiters_first = active
+            .iter()
+            .any(|&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0);
         let mut taken_before = 0.0;
         for (i, load) in tier.loads.iter().enumerate() {
             let w = alloc[t][i];
@@ -581,6 +585,7 @@ pub fn allocate_with(
                     loads_in_tier: active.len(),
                     served: e.served,
                     cut: e.cut,
+                    waiters_first,
                 }
             };
             let facts = Facts {

@@ -658,6 +658,42 @@ fn a_waiting_load_is_favoured_within_the_slack_and_the_tier_fills_the_rest() {
 }
 
 #[test]
+fn a_new_load_cut_while_others_waited_is_told_so_not_listed_order() {
+    // home_2 has waited a cycle; home_new, listed first, has no history. Before loads that
+    // waited went first, the reason said "first turns go in listed order", which was not why.
+    let p = Priorities {
+        tiers: vec![tier(
+            "homes",
+            Sharing::FairShare,
+            vec![
+                Load::on_off("home_new", 400.0),
+                Load::on_off("home_1", 400.0),
+                Load::on_off("home_2", 400.0),
+            ],
+        )],
+    };
+    let mut rot = Rotation::default();
+    for (id, served, waiting) in [("home_1", 1, 0), ("home_2", 0, 1)] {
+        rot.loads.insert(
+            id.to_owned(),
+            communalia_planner::RotationEntry {
+                served,
+                cut: 1 - served,
+                last_cut: (waiting > 0).then_some(0),
+                waiting,
+            },
+        );
+    }
+    let a = allocate(&p, &Snapshot::available(500.0), &rot);
+    assert!(!a.loads[0].on && !a.loads[1].on && a.loads[2].on);
+    assert_eq!(
+        a.loads[0].reason,
+        "home_new off: tier 1 takes turns; the 0.5 kW left serves 1 of its 3 loads; \
+         loads that have waited go first"
+    );
+}
+
+#[test]
 fn rotation_records_written_before_waiting_existed_still_load() {
     let old = r#"{"cycle":3,"loads":{"home_1":{"served":2,"cut":1,"last_cut":1}}}"#;
     let rot: Rotation = serde_json::from_str(old).unwrap();
