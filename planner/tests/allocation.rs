@@ -570,11 +570,21 @@ fn an_adjustable_load_in_order_gets_what_the_loads_before_it_left() {
 /// Runs `budgets` through one `fair_share` tier of on/off loads, feeding the rotation back;
 /// returns, per cycle, which loads were on.
 fn run_turns(loads: &[f64], budgets: &[f64]) -> Vec<Vec<bool>> {
-    run_turns_from(Rotation::default(), loads, budgets)
+    run_turns_from(
+        Rotation::default(),
+        loads,
+        budgets,
+        &AllocationOptions::default(),
+    )
 }
 
-/// [`run_turns`] from a given rotation history.
-fn run_turns_from(mut rot: Rotation, loads: &[f64], budgets: &[f64]) -> Vec<Vec<bool>> {
+/// [`run_turns`] from a given rotation history, with given options.
+fn run_turns_from(
+    mut rot: Rotation,
+    loads: &[f64],
+    budgets: &[f64],
+    opts: &AllocationOptions,
+) -> Vec<Vec<bool>> {
     let tier_loads = loads
         .iter()
         .enumerate()
@@ -585,7 +595,7 @@ fn run_turns_from(mut rot: Rotation, loads: &[f64], budgets: &[f64]) -> Vec<Vec<
     };
     let mut out = Vec::new();
     for &b in budgets {
-        let a = allocate(&p, &Snapshot::available(b), &rot);
+        let a = allocate_with(&p, &Snapshot::available(b), &rot, opts);
         out.push(a.loads.iter().map(|l| l.on).collect());
         rot = a.rotation;
     }
@@ -643,7 +653,12 @@ fn village_homes_and_school_take_turns_within_one_round_as_the_budget_moves() {
             ..Default::default()
         },
     );
-    let waits = longest_waits(&run_turns_from(history, &loads, &budgets));
+    let waits = longest_waits(&run_turns_from(
+        history,
+        &loads,
+        &budgets,
+        &AllocationOptions::default(),
+    ));
     assert!(waits.iter().all(|&w| w <= 6), "{waits:?}");
 }
 
@@ -734,12 +749,13 @@ proptest! {
 
     /// The turn guarantee: while every on/off load of a fair_share tier asks and fits alone,
     /// each is served at least once in any N consecutive cycles (N loads), whether the budget
-    /// stays constant or moves every cycle.
+    /// stays constant or moves every cycle, exact or greedy.
     #[test]
     fn every_plug_that_fits_is_served_at_least_once_a_round(
         sizes in prop::collection::vec(50u32..2000, 2..8),
         fractions in prop::collection::vec(0.0f64..1.0, 48),
         constant in prop::bool::ANY,
+        greedy in prop::bool::ANY,
     ) {
         let sizes: Vec<f64> = sizes.into_iter().map(f64::from).collect();
         let n = sizes.len();
@@ -751,7 +767,11 @@ proptest! {
                 (max + f * (sum - max)).floor()
             })
             .collect();
-        let on = run_turns(&sizes, &budgets);
+        let opts = AllocationOptions {
+            max_work_per_group: if greedy { 0 } else { u64::MAX },
+            ..AllocationOptions::default()
+        };
+        let on = run_turns_from(Rotation::default(), &sizes, &budgets, &opts);
         let waits = longest_waits(&on);
         prop_assert!(
             waits.iter().all(|&w| w < n),
