@@ -3,10 +3,11 @@
 //! The tiers (and, in an `in_order` tier, each listed load) form groups processed from the top.
 //! Each group gets the largest total that fits in what the groups above left (an exact bitset
 //! programme over watts, see `subset`), so the served power per tier is lexicographically
-//! maximal from the top; among the subsets reaching that total, adjustable loads come first and
-//! share by max-min fairness, and on/off loads take turns by their rotation record.
+//! maximal from the top (except while loads wait for their turn, below); among the subsets
+//! reaching that total, adjustable loads come first and share by max-min fairness, and on/off
+//! loads take turns by their rotation record.
 //!
-//! Turns in a `fair_share` group: when on/off loads are waiting (cut in the cycles before), the
+//! Turns in a `fair_share` group: when on/off loads are waiting (cut in the last cycles), the
 //! one that has waited longest and fits alone is served even if that costs the group power (less
 //! than one of its loads' demand), and the other waiting loads are favoured, longest first, as
 //! long as the group stays within [`TURN_SLACK`] of the most it could take; then it takes as much
