@@ -8,10 +8,11 @@
 //! loads take turns by their rotation record.
 //!
 //! Turns in a `fair_share` group: when on/off loads are waiting (cut in the last cycles), the
-//! one that has waited longest and fits alone is served even if that costs the group power (less
-//! than one of its loads' demand), and the other waiting loads are favoured, longest first, as
-//! long as the group stays within [`TURN_SLACK`] of the most it could take; then it takes as much
-//! as it still can. Maximising alone is not enough: with loads of unequal sizes a small load can
+//! one that has waited longest and fits alone is served even if that costs the group power, and
+//! the other waiting loads are favoured, longest first, as long as the group stays within
+//! [`TURN_SLACK`] of the most it could take; then it takes as much as it still can. Whatever
+//! that costs, what the group leaves is less than any load it cut needs (the choice cannot be
+//! extended), so it is less than the smallest of them. Maximising alone is not enough: with loads of unequal sizes a small load can
 //! wait for ever (950 W and 100 W with 1 kW). Serving the longest waiter first bounds every wait:
 //! a load cut at cycle `s` waits behind only loads also cut at `s` (those served then have waited
 //! less from then on), each at most once, and at least one load is served each cycle; so, while

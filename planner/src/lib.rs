@@ -34,8 +34,8 @@
 //!   does not block a smaller lower-tier load. Exact to 1 W (coarser only when a tier's budget
 //!   exceeds 32768 W: budget / 32768, rounded so it never over-allocates). One exception, for
 //!   turns: while on/off loads of a `fair_share` tier wait for their turn, the tier may serve less
-//!   than its maximum, by less than its largest load's demand or by up to [`TURN_SLACK`] (5 %) of
-//!   it, whichever is larger; what it leaves goes to the tiers below.
+//!   than its maximum, but what it leaves (to the tiers below) is always less than any load it
+//!   cut needs: no load is cut while lower tiers hold power it could have had.
 //! - Inside a `fair_share` tier, adjustable loads get the same fraction of their demand (bounded
 //!   below by their minimum); on/off loads take turns: the one that has waited longest (cut in
 //!   the most consecutive cycles) and fits is served, the others that waited are favoured, longest

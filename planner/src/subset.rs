@@ -158,6 +158,9 @@ pub(crate) fn best_subset(items: &[Item], cap: usize) -> (usize, Vec<bool>) {
 ///    (a fraction, floored to whole cells) of the largest total, or of the total of step 1 when
 ///    that is lower;
 /// 3. takes the remaining items in order to reach the largest total still reachable.
+///
+/// In every case the choice cannot be extended: no item left out fits in `cap` minus its total
+/// at its minimum, so the total falls short of the largest by less than any item left out.
 pub(crate) fn choose(items: &[Item], cap: usize, waiting: usize, slack: f64) -> (usize, Vec<bool>) {
     let cap = cap.min(MAX_CELLS);
     let len = cap + 1;
@@ -365,6 +368,14 @@ mod tests {
                         got + slack.max(largest - 1) >= best,
                         "{items:?} cap {cap} waiting {waiting}: {got} of {best}"
                     );
+                    // Cannot be extended: nothing left out fits in what is left.
+                    for (it, c) in items.iter().zip(&chosen) {
+                        assert!(
+                            *c || got + it.lo > cap,
+                            "{items:?} cap {cap} waiting {waiting}: {it:?} fits in {}",
+                            cap - got
+                        );
+                    }
                     if waiting > 0 && items[0].lo <= cap {
                         assert!(chosen[0], "{items:?} cap {cap}");
                     }
