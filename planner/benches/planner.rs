@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the planner, for regressions: allocation of 300 loads, a 96-step
-//! horizon with 32 loads, and the EMHASS-style problem with 8 deferrables over 96 steps.
+//! Criterion benchmarks of the planner, for regressions: allocation of 300 loads (with and without
+//! loads waiting their turn), a 96-step horizon with 32 loads, and the EMHASS-style problem with 8
+//! deferrables over 96 steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use communalia_planner::{Rotation, allocate, fixtures, plan_horizon, selfcons};
@@ -15,6 +16,17 @@ fn allocation(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % snapshots.len();
             allocate(&p, &snapshots[i], &Rotation::default())
+        })
+    });
+    // The same with a rotation history in which loads are waiting for their turn.
+    let mut rotation = Rotation::default();
+    for s in &snapshots {
+        rotation = allocate(&p, s, &rotation).rotation;
+    }
+    c.bench_function("allocate_300_loads_6_tiers_rotating", |b| {
+        b.iter(|| {
+            i = (i + 1) % snapshots.len();
+            allocate(&p, &snapshots[i], &rotation)
         })
     });
 }

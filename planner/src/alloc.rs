@@ -3,10 +3,24 @@
 //! The tiers (and, in an `in_order` tier, each listed load) form groups processed from the top.
 //! Each group gets the largest total that fits in what the groups above left (an exact bitset
 //! programme over watts, see `subset`), so the served power per tier is lexicographically
-//! maximal from the top; among the subsets reaching that total, adjustable loads come first and
-//! share by max-min fairness, and on/off loads take turns by their rotation record. When the
-//! programme would exceed its work budget the group falls back to a greedy first-fit, which never
-//! over-allocates and keeps tier order.
+//! maximal from the top (except while loads wait for their turn, below); among the subsets
+//! reaching that total, adjustable loads come first and share by max-min fairness, and on/off
+//! loads take turns by their rotation record.
+//!
+//! Turns in a `fair_share` group: when on/off loads are waiting (cut in the last cycles), the
+//! one that has waited longest and fits alone is served even if that costs the group power, and
+//! the other waiting loads are favoured, longest first, as long as the group stays within
+//! [`TURN_SLACK`] of the most it could take; then it takes as much as it still can. Whatever
+//! that costs, what the group leaves is less than any load it cut needs (the choice cannot be
+//! extended), so it is less than the smallest of them. Maximising alone is not enough: with loads of unequal sizes a small load can
+//! wait for ever (950 W and 100 W with 1 kW). Serving the longest waiter first bounds every wait:
+//! a load cut at cycle `s` waits behind only loads also cut at `s` (those served then have waited
+//! less from then on), each at most once, and at least one load is served each cycle; so, while
+//! every on/off load of the group asks and fits alone, each is served at least once in any `N`
+//! consecutive cycles, `N` being their number. What the group leaves goes to the groups below.
+//!
+//! When the programme would exceed its work budget the group falls back to a greedy first-fit in
+//! the same order, which never over-allocates, keeps tier order and keeps the turn guarantee.
 
 use serde::Serialize;
 
@@ -14,13 +28,17 @@ use crate::model::{Control, HealthReserve, Load, Priorities, Rotation, Sharing, 
 use crate::reason::{Facts, Why, kw};
 use crate::subset::{self, Item};
 
+/// How far below the most it could take a `fair_share` group may go to favour loads that have
+/// waited, after the longest-waiting one has had its turn: 5 %.
+pub const TURN_SLACK: f64 = 0.05;
+
 /// Bounds on the work of one allocation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AllocationOptions {
     /// Most bitset word operations one group may use before the greedy fallback takes over.
     pub max_work_per_group: u64,
     /// Most cells the watt range of a group is divided into (resolution = budget / cells, at
-    /// least 1 W).
+    /// least 1 W); at most 2^24 are used, whatever is asked.
     pub max_cells: usize,
 }
 
@@ -297,9 +315,12 @@ pub(crate) fn water_fill(items: &[(Watts, Watts)], budget: Watts) -> Vec<Watts> 
 }
 
 /// Serves a group exactly (or greedily past the work budget); returns setpoints in `order`.
+/// `order[..waiting]` are on/off loads waiting for their turn, longest first; the first of them
+/// that fits alone is moved to the front and served.
 fn solve_group(
     asks: &[Ask],
-    order: &[usize],
+    order: &mut [usize],
+    waiting: usize,
     budget: Watts,
     opts: &AllocationOptions,
     greedy: &mut bool,
@@ -309,9 +330,10 @@ fn solve_group(
     if total_hi <= budget + 1e-9 {
         chosen.iter_mut().for_each(|c| *c = true);
     } else {
-        let res = (budget / opts.max_cells.max(1) as f64).ceil().max(1.0);
+        let cells = opts.max_cells.clamp(1, subset::MAX_CELLS);
+        let res = (budget / cells as f64).ceil().max(1.0);
         let cap = (budget / res + 1e-9).floor().max(0.0) as usize;
-        let items: Vec<Item> = order
+        let mut items: Vec<Item> = order
             .iter()
             .map(|&i| {
                 let lo = (asks[i].lo / res - 1e-9).ceil().max(0.0) as usize;
@@ -319,8 +341,13 @@ fn solve_group(
                 Item { lo, hi }
             })
             .collect();
+        let waiting = waiting.min(order.len());
+        if let Some(h) = items[..waiting].iter().position(|it| it.lo <= cap) {
+            order[..=h].rotate_right(1);
+            items[..=h].rotate_right(1);
+        }
         if subset::work(&items, cap) <= opts.max_work_per_group {
-            chosen = subset::best_subset(&items, cap).1;
+            chosen = subset::choose(&items, cap, waiting, TURN_SLACK).1;
         } else {
             *greedy = true;
             let mut left = budget;
@@ -457,18 +484,35 @@ pub fn allocate_with(
         }
         let a = &asks[g.tier];
         let mut order: Vec<usize> = g.loads.iter().copied().filter(|&i| a[i].hi > 0.0).collect();
+        let mut waiting = 0;
         if g.fair {
-            order.sort_by(|&x, &y| {
-                let (ex, ey) = (entry(&tier.loads[x].id), entry(&tier.loads[y].id));
-                a[y].adjustable
-                    .cmp(&a[x].adjustable)
-                    .then(ex.served.cmp(&ey.served))
-                    .then(ey.last_cut.cmp(&ex.last_cut))
-                    .then(x.cmp(&y))
-            });
+            // On/off loads waiting for their turn (longest first), then adjustable loads, then
+            // the other on/off loads (served least often, then cut most recently, first).
+            // One rotation look-up per load, not per comparison.
+            let key = |i: usize| {
+                let e = entry(&tier.loads[i].id);
+                let waited = if a[i].adjustable { 0 } else { e.waiting };
+                let class = match (waited > 0, a[i].adjustable) {
+                    (true, _) => 0u8,
+                    (false, true) => 1,
+                    (false, false) => 2,
+                };
+                (
+                    class,
+                    std::cmp::Reverse(waited),
+                    e.served,
+                    std::cmp::Reverse(e.last_cut),
+                    i,
+                )
+            };
+            order.sort_by_cached_key(|&i| key(i));
+            waiting = order
+                .iter()
+                .filter(|&&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0)
+                .count();
         }
         let budget = if g.health { free + reserved } else { free };
-        let watts = solve_group(a, &order, budget.max(0.0), opts, &mut greedy);
+        let watts = solve_group(a, &mut order, waiting, budget.max(0.0), opts, &mut greedy);
         let used: f64 = watts.iter().sum();
         if g.health {
             let from_reserved = used.min(reserved);
@@ -507,6 +551,10 @@ pub fn allocate_with(
                 .any(|(i, _)| !a[i].adjustable && a[i].hi > 0.0 && alloc[t][i] <= 0.0);
         let active: Vec<usize> = (0..tier.loads.len()).filter(|&i| a[i].hi > 0.0).collect();
         let served_in_tier = active.iter().filter(|&&i| alloc[t][i] > 0.0).count();
+        // Loads that waited went first, so a load without history was not cut by listed order.
+        let waiters_first = active
+            .iter()
+            .any(|&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0);
         let mut taken_before = 0.0;
         for (i, load) in tier.loads.iter().enumerate() {
             let w = alloc[t][i];
@@ -539,6 +587,7 @@ pub fn allocate_with(
                     loads_in_tier: active.len(),
                     served: e.served,
                     cut: e.cut,
+                    waiters_first,
                 }
             };
             let facts = Facts {
@@ -557,6 +606,16 @@ pub fn allocate_with(
                 },
             };
             taken_before += w;
+            if tier.sharing == Sharing::FairShare && !ask.adjustable && ask.hi > 0.0 {
+                if w > 0.0 {
+                    if let Some(rec) = next.loads.get_mut(&load.id) {
+                        rec.waiting = 0;
+                    }
+                } else {
+                    let rec = next.loads.entry(load.id.clone()).or_default();
+                    rec.waiting = rec.waiting.saturating_add(1);
+                }
+            }
             if scarce && !ask.adjustable && ask.hi > 0.0 {
                 let rec = next.loads.entry(load.id.clone()).or_default();
                 if w > 0.0 {

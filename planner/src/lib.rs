@@ -32,10 +32,18 @@
 //!   (an `in_order` tier counts each listed load as a tier of its own; inside a `fair_share`
 //!   tier, its health loads come before its other loads). A higher-tier load that cannot fit
 //!   does not block a smaller lower-tier load. Exact to 1 W (coarser only when a tier's budget
-//!   exceeds 32768 W: budget / 32768, rounded so it never over-allocates).
+//!   exceeds 32768 W: budget / 32768, rounded so it never over-allocates). One exception, for
+//!   turns: while on/off loads of a `fair_share` tier wait for their turn, the tier may serve less
+//!   than its maximum, but what it leaves (to the tiers below) is always less than any load it
+//!   cut needs: no load is cut while lower tiers hold power it could have had.
 //! - Inside a `fair_share` tier, adjustable loads get the same fraction of their demand (bounded
-//!   below by their minimum); on/off loads are chosen, among the subsets serving the tier's
-//!   maximal power, by fewest served scarce cycles, then most recent cut, then listed order.
+//!   below by their minimum); on/off loads take turns: the one that has waited longest (cut in
+//!   the most consecutive cycles) and fits is served, the others that waited are favoured, longest
+//!   first, while the tier stays within [`TURN_SLACK`] of its maximum, then the tier serves as
+//!   much as it still can, by fewest served scarce cycles, then most recent cut, then listed
+//!   order. Turn guarantee: while the `N` on/off loads of a tier's group (health or not) ask and
+//!   each fits alone in what the tiers above left, whatever that budget does from cycle to
+//!   cycle, each is served at least once in any `N` consecutive cycles (greedy fallback included).
 //! - The horizon plan keeps the health reserve at every step except for health loads and
 //!   uncontrolled consumption, which may use it; it prefers (by weights at least 3 apart) higher
 //!   ranks, then lower import cost, then less battery discharge.
@@ -52,8 +60,8 @@ pub mod reason;
 mod subset;
 
 pub use alloc::{
-    Allocation, AllocationOptions, Diagnostic, LoadAllocation, Method, Severity, allocate,
-    allocate_with,
+    Allocation, AllocationOptions, Diagnostic, LoadAllocation, Method, Severity, TURN_SLACK,
+    allocate, allocate_with,
 };
 pub use model::{
     Battery, Control, Deadline, EnergyNeed, HealthReserve, Load, Priorities, Rotation,

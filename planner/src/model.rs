@@ -32,7 +32,10 @@ pub enum Control {
 #[serde(rename_all = "snake_case")]
 pub enum Sharing {
     /// Adjustable loads get the same fraction of their demand (max-min fairness); on/off loads take
-    /// turns, the one cut most often (and, on a tie, most recently) served first.
+    /// turns: the one that has waited longest and fits is served, others that waited are favoured
+    /// within a 5 % slack, then the tier serves as much as it can, the loads served least often
+    /// (and, on a tie, cut most recently) first. Each on/off load that fits is served at least once
+    /// in any run of as many cycles as the tier has on/off loads asking.
     FairShare,
     /// The listed order decides: each load comes strictly before the next one, as if it were a tier
     /// of its own.
@@ -213,6 +216,11 @@ pub struct RotationEntry {
     pub cut: u64,
     /// Cycle number of the last cut.
     pub last_cut: Option<u64>,
+    /// Consecutive cycles in which the load asked and was cut, in a `fair_share` tier (0 once it
+    /// is served; unchanged while it asks nothing). The longest-waiting load that fits is served
+    /// first. Absent in records written before it existed.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// Rotation history, fed back each cycle from the previous [`crate::Allocation::rotation`].

@@ -73,12 +73,14 @@ pub(crate) enum Why {
     Deferred,
     /// Does not fit in what the tiers above left.
     TooBig,
-    /// Fitted alone, but its tier took turns and others were served.
+    /// Fitted alone, but its tier took turns and others were served; `waiters_first` when loads
+    /// of the tier had been waiting (and so went first).
     Rotation {
         served_in_tier: usize,
         loads_in_tier: usize,
         served: u64,
         cut: u64,
+        waiters_first: bool,
     },
     /// Fitted in what the tiers above left, but the loads listed before it in its tier took it.
     InOrder { taken_before: Watts },
@@ -162,13 +164,16 @@ impl Why {
                 loads_in_tier,
                 served,
                 cut,
+                waiters_first,
             } => {
                 let after = if r <= 1 {
                     String::new()
                 } else {
                     format!(" after {}", tiers_above(r))
                 };
-                let turn = if served + cut == 0 {
+                let turn = if served + cut == 0 && *waiters_first {
+                    "loads that have waited go first".to_owned()
+                } else if served + cut == 0 {
                     "first turns go in listed order".to_owned()
                 } else {
                     format!(

@@ -102,6 +102,18 @@ pub enum InstanceError {
         /// The value.
         value: f64,
     },
+    /// A number breaks a rule that names its range, e.g. a state of charge outside the battery's
+    /// limits or a deferrable's negative power.
+    #[error("{field} is {value}; it must be {rule}")]
+    Rule {
+        /// Field path; deferrables are counted from 1, as in configuration errors
+        /// (`deferrables[1].nominal_watts` is the first one's).
+        field: String,
+        /// The value.
+        value: f64,
+        /// What it must be, with the numbers of the fields it is compared with.
+        rule: String,
+    },
 }
 
 /// Bounds on the work of [`solve_with`].
@@ -199,6 +211,65 @@ fn check(inst: &Instance) -> Result<(), InstanceError> {
             field: "step_minutes",
             value: 0.0,
         });
+    }
+    check_soc(b)?;
+    for (j, d) in inst.deferrables.iter().enumerate() {
+        if !(d.nominal_watts.is_finite() && d.nominal_watts >= 0.0) {
+            return Err(InstanceError::Rule {
+                field: format!("deferrables[{}].nominal_watts", j + 1),
+                value: d.nominal_watts,
+                rule: "finite and at least 0 W".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// States of charge are fractions of `capacity_wh`; the start lies within the limits and the
+/// end target is reachable below the maximum.
+fn check_soc(b: &BatterySpec) -> Result<(), InstanceError> {
+    let rule = |field: &str, value: f64, rule: String| InstanceError::Rule {
+        field: format!("battery.{field}"),
+        value,
+        rule,
+    };
+    for (field, value) in [
+        ("soc_min", b.soc_min),
+        ("soc_max", b.soc_max),
+        ("soc_start", b.soc_start),
+        ("soc_end_min", b.soc_end_min),
+    ] {
+        if !(value.is_finite() && (0.0..=1.0).contains(&value)) {
+            return Err(rule(
+                field,
+                value,
+                "a fraction of capacity_wh in 0..=1 (not a percentage)".to_owned(),
+            ));
+        }
+    }
+    if b.soc_min > b.soc_max {
+        return Err(rule(
+            "soc_min",
+            b.soc_min,
+            format!("at most battery.soc_max ({})", b.soc_max),
+        ));
+    }
+    if !(b.soc_min..=b.soc_max).contains(&b.soc_start) {
+        return Err(rule(
+            "soc_start",
+            b.soc_start,
+            format!(
+                "within battery.soc_min..=battery.soc_max ({}..={})",
+                b.soc_min, b.soc_max
+            ),
+        ));
+    }
+    if b.soc_end_min > b.soc_max {
+        return Err(rule(
+            "soc_end_min",
+            b.soc_end_min,
+            format!("at most battery.soc_max ({})", b.soc_max),
+        ));
     }
     Ok(())
 }

@@ -280,6 +280,29 @@ fn bad_numbers_give_diagnostics_not_panics() {
     assert!(a.diagnostics.len() >= 2);
 }
 
+#[test]
+fn a_huge_cell_count_and_budget_give_an_allocation_not_a_panic() {
+    // Regression: max_cells = usize::MAX with a huge budget made the work estimate overflow (a
+    // panic in debug builds) or asked for a bitset the size of the budget in watts.
+    let p = Priorities {
+        tiers: vec![tier(
+            "t",
+            Sharing::FairShare,
+            (0..3)
+                .map(|i| Load::on_off(format!("l{i}"), 1e300))
+                .collect(),
+        )],
+    };
+    let opts = AllocationOptions {
+        max_cells: usize::MAX,
+        max_work_per_group: u64::MAX,
+    };
+    let a = allocate_with(&p, &Snapshot::available(1e300), &Rotation::default(), &opts);
+    assert_eq!(a.method, Method::Exact);
+    assert_eq!(a.loads.iter().filter(|l| l.on).count(), 1);
+    assert!(a.allocated_watts <= a.available_watts);
+}
+
 // ---------- property tests ----------
 
 fn arb_load(i: usize) -> impl Strategy<Value = Load> {
@@ -540,4 +563,299 @@ fn an_adjustable_load_in_order_gets_what_the_loads_before_it_left() {
         "ev at 1.5 kW of 3.7 kW asked (41 %): tier 2; 3.0 kW available went to tier 1, which \
          asked 0.5 kW; the 2.5 kW left is taken first by the loads listed before it (1.0 kW)"
     );
+}
+
+// ---------- turns with loads of unequal sizes ----------
+
+/// Runs `budgets` through one `fair_share` tier of on/off loads, feeding the rotation back;
+/// returns, per cycle, which loads were on.
+fn run_turns(loads: &[f64], budgets: &[f64]) -> Vec<Vec<bool>> {
+    run_turns_from(
+        Rotation::default(),
+        loads,
+        budgets,
+        &AllocationOptions::default(),
+    )
+}
+
+/// [`run_turns`] from a given rotation history, with given options.
+fn run_turns_from(
+    mut rot: Rotation,
+    loads: &[f64],
+    budgets: &[f64],
+    opts: &AllocationOptions,
+) -> Vec<Vec<bool>> {
+    let tier_loads = loads
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Load::on_off(format!("home_{}", i + 1), w))
+        .collect();
+    let p = Priorities {
+        tiers: vec![tier("homes", Sharing::FairShare, tier_loads)],
+    };
+    let mut out = Vec::new();
+    for &b in budgets {
+        let a = allocate_with(&p, &Snapshot::available(b), &rot, opts);
+        out.push(a.loads.iter().map(|l| l.on).collect());
+        rot = a.rotation;
+    }
+    out
+}
+
+/// Longest run of consecutive cycles in which a load was off, per load.
+fn longest_waits(on: &[Vec<bool>]) -> Vec<usize> {
+    let n = on.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            let (mut run, mut longest) = (0, 0);
+            for cycle in on {
+                run = if cycle[i] { 0 } else { run + 1 };
+                longest = longest.max(run);
+            }
+            longest
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_plug_is_not_starved_by_a_big_one() {
+    // Regression: serving the most watts every cycle gave the 0.95 kW load every turn and left
+    // the 0.1 kW one off for ever.
+    let on = run_turns(&[950.0, 100.0], &[1000.0; 6]);
+    assert_eq!(
+        on,
+        [
+            [true, false],
+            [false, true],
+            [true, false],
+            [false, true],
+            [true, false],
+            [false, true]
+        ]
+    );
+}
+
+#[test]
+fn village_homes_and_school_take_turns_within_one_round_as_the_budget_moves() {
+    // Regression for the HIL run in which a home waited 8 short cycles among the 7 loads of the
+    // homes tier (six 0.4 kW homes and a 0.8 kW school) while the budget moved. Ordering by
+    // fewest served cycles alone let a load with a long record (here home_1, served in 30 short
+    // cycles while the others were new) wait until every other load had caught up.
+    let loads = [400.0, 400.0, 400.0, 400.0, 400.0, 400.0, 800.0];
+    let budgets: Vec<f64> = (0..60)
+        .map(|c| [1750.0, 1200.0, 900.0, 1600.0, 850.0, 1300.0, 1000.0][c % 7])
+        .collect();
+    let mut history = Rotation::default();
+    history.loads.insert(
+        "home_1".to_owned(),
+        communalia_planner::RotationEntry {
+            served: 30,
+            ..Default::default()
+        },
+    );
+    let waits = longest_waits(&run_turns_from(
+        history,
+        &loads,
+        &budgets,
+        &AllocationOptions::default(),
+    ));
+    assert!(waits.iter().all(|&w| w <= 6), "{waits:?}");
+}
+
+#[test]
+fn a_waiting_load_is_favoured_within_the_slack_and_the_tier_fills_the_rest() {
+    // Cycle 1: 600 + 400 W fill the 1 kW; the 400 W and 560 W loads wait. Cycle 2: the 400 W
+    // one has its turn (with the 600 W one it would still fill the 1 kW), and the 560 W one
+    // joins it: 960 W is within 5 % of the most, so it need not wait another cycle.
+    let on = run_turns(&[600.0, 400.0, 400.0, 560.0], &[1000.0, 1000.0]);
+    assert_eq!(on[0], [true, true, false, false]);
+    assert_eq!(on[1], [false, false, true, true]);
+}
+
+#[test]
+fn a_new_load_cut_while_others_waited_is_told_so_not_listed_order() {
+    // home_2 has waited a cycle; home_new, listed first, has no history. Before loads that
+    // waited went first, the reason said "first turns go in listed order", which was not why.
+    let p = Priorities {
+        tiers: vec![tier(
+            "homes",
+            Sharing::FairShare,
+            vec![
+                Load::on_off("home_new", 400.0),
+                Load::on_off("home_1", 400.0),
+                Load::on_off("home_2", 400.0),
+            ],
+        )],
+    };
+    let mut rot = Rotation::default();
+    for (id, served, waiting) in [("home_1", 1, 0), ("home_2", 0, 1)] {
+        rot.loads.insert(
+            id.to_owned(),
+            communalia_planner::RotationEntry {
+                served,
+                cut: 1 - served,
+                last_cut: (waiting > 0).then_some(0),
+                waiting,
+            },
+        );
+    }
+    let a = allocate(&p, &Snapshot::available(500.0), &rot);
+    assert!(!a.loads[0].on && !a.loads[1].on && a.loads[2].on);
+    assert_eq!(
+        a.loads[0].reason,
+        "home_new off: tier 1 takes turns; the 0.5 kW left serves 1 of its 3 loads; \
+         loads that have waited go first"
+    );
+}
+
+#[test]
+fn rotation_records_written_before_waiting_existed_still_load() {
+    let old = r#"{"cycle":3,"loads":{"home_1":{"served":2,"cut":1,"last_cut":1}}}"#;
+    let rot: Rotation = serde_json::from_str(old).unwrap();
+    assert_eq!(rot.loads["home_1"].waiting, 0);
+}
+
+/// The most a unit (a fair_share tier or one in_order load) could take alone from `left`.
+fn unit_max(loads: &[&Load], left: f64) -> f64 {
+    let mut best: f64 = 0.0;
+    for mask in 0u32..(1 << loads.len()) {
+        let (mut lo, mut hi) = (0.0, 0.0);
+        for (i, l) in loads.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                let (a, b) = bounds(l);
+                lo += a;
+                hi += b;
+            }
+        }
+        if lo <= left {
+            best = best.max(f64::min(hi, left));
+        }
+    }
+    best
+}
+
+fn bounds(l: &Load) -> (f64, f64) {
+    match l.control {
+        communalia_planner::Control::OnOff => (l.demand_watts, l.demand_watts),
+        communalia_planner::Control::Adjustable {
+            min_watts,
+            max_watts,
+        } => (min_watts, l.demand_watts.clamp(min_watts, max_watts)),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The turn guarantee: while every on/off load of a fair_share tier asks and fits alone,
+    /// each is served at least once in any N consecutive cycles (N loads), whether the budget
+    /// stays constant or moves every cycle, exact or greedy.
+    #[test]
+    fn every_plug_that_fits_is_served_at_least_once_a_round(
+        sizes in prop::collection::vec(50u32..2000, 2..8),
+        fractions in prop::collection::vec(0.0f64..1.0, 48),
+        constant in prop::bool::ANY,
+        greedy in prop::bool::ANY,
+    ) {
+        let sizes: Vec<f64> = sizes.into_iter().map(f64::from).collect();
+        let n = sizes.len();
+        let (max, sum) = (sizes.iter().copied().fold(0.0, f64::max), sizes.iter().sum::<f64>());
+        let budgets: Vec<f64> = fractions
+            .iter()
+            .map(|&f| {
+                let f = if constant { fractions[0] } else { f };
+                (max + f * (sum - max)).floor()
+            })
+            .collect();
+        let opts = AllocationOptions {
+            max_work_per_group: if greedy { 0 } else { u64::MAX },
+            ..AllocationOptions::default()
+        };
+        let on = run_turns_from(Rotation::default(), &sizes, &budgets, &opts);
+        let waits = longest_waits(&on);
+        prop_assert!(
+            waits.iter().all(|&w| w < n),
+            "waits {:?} for sizes {:?} and budgets {:?}", waits, sizes, budgets
+        );
+    }
+
+    /// Precedence as the HIL scenarios check it, with any rotation history: a load cut for lack
+    /// of power never fits in what the lower tiers hold, and a load served in part leaves them
+    /// nothing. Turns may cost a tier power, but never power one of its cut loads could use.
+    #[test]
+    fn no_cut_load_fits_in_what_lower_tiers_hold(
+        p in arb_priorities(10, false),
+        budgets in prop::collection::vec(0u32..15_000, 1..10),
+        greedy in prop::bool::ANY,
+    ) {
+        let opts = AllocationOptions {
+            max_work_per_group: if greedy { 0 } else { u64::MAX },
+            ..AllocationOptions::default()
+        };
+        let loads: Vec<&Load> = p.tiers.iter().flat_map(|t| &t.loads).collect();
+        let mut rot = Rotation::default();
+        for budget in budgets {
+            let a = allocate_with(&p, &Snapshot::available(f64::from(budget)), &rot, &opts);
+            for (y, load) in a.loads.iter().zip(&loads) {
+                let below: f64 = a.loads.iter().filter(|x| x.rank > y.rank)
+                    .map(|x| x.allocated_watts).sum();
+                let (lo, hi) = bounds(load);
+                if !y.on {
+                    prop_assert!(below < lo + 1e-6, "{} off, lower tiers hold {}", y.id, below);
+                } else if y.allocated_watts < hi - 1e-6 {
+                    prop_assert!(below < 1e-6, "{} short, lower tiers hold {}", y.id, below);
+                }
+            }
+            rot = a.rotation;
+        }
+    }
+
+    /// What turns cost: with any rotation history, each unit takes the most it could from what
+    /// the units above left (an in_order load, or a tier with no load cut), or less by less than
+    /// the smallest need (demand, or minimum) of the loads it cut; never more than was left.
+    #[test]
+    fn taking_turns_costs_a_tier_less_than_any_load_it_cut(
+        p in arb_priorities(10, false),
+        budgets in prop::collection::vec(0u32..15_000, 1..10),
+    ) {
+        let mut rot = Rotation::default();
+        for budget in budgets {
+            let budget = f64::from(budget);
+            let a = allocate(&p, &Snapshot::available(budget), &rot);
+            let mut k = 0;
+            let mut left = budget;
+            for t in &p.tiers {
+                let units: Vec<Vec<usize>> = match t.sharing {
+                    Sharing::FairShare => vec![(0..t.loads.len()).collect()],
+                    Sharing::InOrder => (0..t.loads.len()).map(|i| vec![i]).collect(),
+                };
+                for unit in units {
+                    let loads: Vec<&Load> = unit.iter().map(|&i| &t.loads[i]).collect();
+                    let served: f64 = unit.iter().map(|&i| a.loads[k + i].allocated_watts).sum();
+                    let most = unit_max(&loads, left);
+                    let smallest_cut = unit
+                        .iter()
+                        .filter(|&&i| !a.loads[k + i].on)
+                        .map(|&i| bounds(&t.loads[i]).0)
+                        .fold(f64::INFINITY, f64::min);
+                    prop_assert!(served <= left + 1e-6, "served {} of {}", served, left);
+                    if t.sharing == Sharing::FairShare && smallest_cut.is_finite() {
+                        prop_assert!(
+                            served > most - smallest_cut - 1e-6,
+                            "tier {} served {} of a possible {}, cutting a load of {}",
+                            t.name, served, most, smallest_cut
+                        );
+                    } else {
+                        prop_assert!(
+                            served >= most - 1e-6,
+                            "{} served {} of a possible {}", t.name, served, most
+                        );
+                    }
+                    left -= served;
+                }
+                k += t.loads.len();
+            }
+            rot = a.rotation;
+        }
+    }
 }

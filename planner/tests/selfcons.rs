@@ -132,3 +132,96 @@ fn a_list_of_the_wrong_length_is_an_error() {
         })
     ));
 }
+
+/// The field and message of the rule `inst` breaks.
+fn rule_error(inst: &Instance) -> (String, String) {
+    match solve(inst) {
+        Err(e) => match &e {
+            InstanceError::Rule { field, .. } => (field.clone(), e.to_string()),
+            other => panic!("expected a rule error, got {other:?}"),
+        },
+        Ok(_) => panic!("expected a rule error, the instance was solved"),
+    }
+}
+
+#[test]
+fn states_of_charge_outside_zero_to_one_are_refused_by_name() {
+    for field in ["soc_min", "soc_max", "soc_start", "soc_end_min"] {
+        for value in [f64::NAN, f64::INFINITY, -0.1, 1.5, 80.0] {
+            let mut inst = emhass_instance(2, 8, 1);
+            let b = &mut inst.battery;
+            *match field {
+                "soc_min" => &mut b.soc_min,
+                "soc_max" => &mut b.soc_max,
+                "soc_start" => &mut b.soc_start,
+                _ => &mut b.soc_end_min,
+            } = value;
+            let (got, message) = rule_error(&inst);
+            assert_eq!(got, format!("battery.{field}"), "{value}");
+            assert!(
+                message
+                    .ends_with("it must be a fraction of capacity_wh in 0..=1 (not a percentage)"),
+                "{message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_minimum_state_of_charge_above_the_maximum_is_refused() {
+    let mut inst = emhass_instance(2, 8, 1);
+    inst.battery.soc_min = 0.95;
+    assert_eq!(
+        rule_error(&inst).1,
+        "battery.soc_min is 0.95; it must be at most battery.soc_max (0.9)"
+    );
+}
+
+#[test]
+fn a_starting_state_of_charge_outside_the_limits_is_refused() {
+    for start in [0.05, 0.95] {
+        let mut inst = emhass_instance(2, 8, 1);
+        inst.battery.soc_start = start;
+        assert_eq!(
+            rule_error(&inst).1,
+            format!(
+                "battery.soc_start is {start}; it must be within \
+                 battery.soc_min..=battery.soc_max (0.1..=0.9)"
+            )
+        );
+    }
+    // The limits themselves are fine.
+    for start in [0.1, 0.9] {
+        let mut inst = emhass_instance(2, 8, 1);
+        inst.battery.soc_start = start;
+        inst.battery.soc_end_min = 0.1;
+        assert!(solve(&inst).is_ok(), "{start}");
+    }
+}
+
+#[test]
+fn an_end_target_above_the_maximum_is_refused() {
+    let mut inst = emhass_instance(2, 8, 1);
+    inst.battery.soc_end_min = 0.92;
+    assert_eq!(
+        rule_error(&inst).1,
+        "battery.soc_end_min is 0.92; it must be at most battery.soc_max (0.9)"
+    );
+}
+
+#[test]
+fn a_deferrable_with_a_bad_power_is_refused_by_its_position() {
+    for value in [f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -1.0] {
+        let mut inst = emhass_instance(3, 8, 1);
+        inst.deferrables[1].nominal_watts = value;
+        let (field, message) = rule_error(&inst);
+        assert_eq!(field, "deferrables[2].nominal_watts");
+        assert_eq!(
+            message,
+            format!("deferrables[2].nominal_watts is {value}; it must be finite and at least 0 W")
+        );
+    }
+    let mut inst = emhass_instance(3, 8, 1);
+    inst.deferrables[1].nominal_watts = 0.0;
+    assert!(solve(&inst).is_ok());
+}
