@@ -5,7 +5,7 @@
 //! taking effect, meter credits whose contest window has closed, and claims expiring.
 //! An entry is checked completely before anything changes: a refused entry leaves no trace.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -125,6 +125,9 @@ pub struct Books {
     pub meter_today: HashMap<MemberId, i64>,
     /// Attestations per member on `today`.
     pub attest_today: HashMap<MemberId, u32>,
+    /// Revoked members: Communs go only to admitted members, so anything issued to one of
+    /// them (a meter credit maturing after the revocation) goes to the pool instead.
+    pub revoked: BTreeSet<MemberId>,
 }
 
 impl Books {
@@ -141,6 +144,7 @@ impl Books {
             pending_credits: Vec::new(),
             meter_today: HashMap::new(),
             attest_today: HashMap::new(),
+            revoked: BTreeSet::new(),
         }
     }
 
@@ -165,7 +169,8 @@ impl Books {
             .ok_or(Reject::UnknownMember(m))
     }
 
-    /// New Communs for `m`: up to the ceiling to the member, the rest to the pool.
+    /// New Communs for `m`: up to the ceiling to the member, the rest to the pool; all of it
+    /// to the pool when `m` has been revoked (Communs move only between admitted members).
     fn issue(&mut self, m: MemberId, amount: i64) -> Result<(i64, i64), Reject> {
         let ceiling = self.params.account_ceiling.0;
         let issued = self
@@ -173,7 +178,11 @@ impl Books {
             .checked_add(amount)
             .ok_or(Reject::Overflow("issued total"))?;
         let acc = self.account(m);
-        let headroom = ceiling.saturating_sub(acc.balance).max(0);
+        let headroom = if self.revoked.contains(&m) {
+            0
+        } else {
+            ceiling.saturating_sub(acc.balance).max(0)
+        };
         let to_member = amount.min(headroom);
         let to_pool = amount - to_member;
         let pool = self
@@ -1111,6 +1120,7 @@ impl Change {
                 if let Some(x) = members.get_mut(m.0 as usize) {
                     x.active = false;
                 }
+                b.revoked.insert(m);
             }
             Change::Rotate(m, key, vk) => {
                 if let Some(x) = members.get_mut(m.0 as usize) {

@@ -836,3 +836,52 @@ fn books_asked_for_a_far_date_are_refused_not_walked_day_by_day() {
     ));
     assert!(l.state().books_as_of(day0().plus(30).unwrap()).is_ok());
 }
+
+#[test]
+fn a_meter_credit_maturing_after_its_member_was_revoked_goes_to_the_pool() {
+    // Regression: the credit used to post to the revoked member's account.
+    let (mut l, v) = village(4);
+    let m = Village::member(0);
+    let d = day0();
+    let credit = l
+        .credit_meter(&v.controller, m, MeterKind::Shifted, 4_000, d)
+        .unwrap()
+        .id;
+    let pool_before = l.balances(None).unwrap().unwrap().pool;
+    // Revoked inside the contest window.
+    l.quorum_append(
+        &v.stewards[0],
+        &[&v.stewards[1]],
+        d.plus(1).unwrap(),
+        Body::Revoke {
+            member: m,
+            reason: "left the village".into(),
+        },
+    )
+    .unwrap();
+    // The window closes: the books as of then already show the credit in the pool.
+    let matured = d.plus(3).unwrap();
+    assert_eq!(l.balance(m, Some(matured)).unwrap(), Millis(0));
+    let r = l
+        .sign_and_append(&v.controller, matured, Body::DemurrageEpoch)
+        .unwrap();
+    assert!(
+        r.events.contains(&Event::CreditPosted {
+            credit,
+            member: m,
+            to_member: Millis(0),
+            to_pool: Millis(4_000),
+        }),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(l.balance(m, None).unwrap(), Millis(0));
+    assert_eq!(
+        l.balances(None).unwrap().unwrap().pool,
+        Millis(pool_before.0 + 4_000)
+    );
+    conserved(&l);
+    // A replay of the log agrees.
+    let replayed = Ledger::open(l.store().clone(), SITE).unwrap();
+    assert_eq!(replayed.balance(m, None).unwrap(), Millis(0));
+}
