@@ -16,9 +16,10 @@ use crate::store::{Record, Snapshot, Store, StoreError, chain};
 /// What can go wrong with a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    /// The entry breaks a rule; nothing was stored.
+    /// The entry breaks a rule; nothing was stored. (Not marked as the error's source: the
+    /// message already says it, and error chains would print it twice.)
     #[error("entry refused: {0}")]
-    Rejected(#[from] Reject),
+    Rejected(Reject),
     /// The entry's bytes are not a valid entry.
     #[error("entry cannot be decoded: {0}")]
     Decode(#[from] DecodeError),
@@ -41,6 +42,12 @@ pub enum LedgerError {
     /// A store write failed after the entry was checked: reopen the ledger.
     #[error("the ledger stopped after a storage failure ({0}); reopen it")]
     Broken(String),
+}
+
+impl From<Reject> for LedgerError {
+    fn from(r: Reject) -> LedgerError {
+        LedgerError::Rejected(r)
+    }
 }
 
 /// One entry of the log with what it caused.
