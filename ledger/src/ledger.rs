@@ -16,9 +16,10 @@ use crate::store::{Record, Snapshot, Store, StoreError, chain};
 /// What can go wrong with a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    /// The entry breaks a rule; nothing was stored.
+    /// The entry breaks a rule; nothing was stored. (Not marked as the error's source: the
+    /// message already says it, and error chains would print it twice.)
     #[error("entry refused: {0}")]
-    Rejected(#[from] Reject),
+    Rejected(Reject),
     /// The entry's bytes are not a valid entry.
     #[error("entry cannot be decoded: {0}")]
     Decode(#[from] DecodeError),
@@ -41,6 +42,12 @@ pub enum LedgerError {
     /// A store write failed after the entry was checked: reopen the ledger.
     #[error("the ledger stopped after a storage failure ({0}); reopen it")]
     Broken(String),
+}
+
+impl From<Reject> for LedgerError {
+    fn from(r: Reject) -> LedgerError {
+        LedgerError::Rejected(r)
+    }
 }
 
 /// One entry of the log with what it caused.
@@ -532,34 +539,19 @@ impl<S: Store> Ledger<S> {
         Ok(self.state.books_as_of(date)?)
     }
 
-    /// Every account's balance as of `date` (default: the log's current day).
+    /// Every account's balance as of `date` (default: the log's current day). A date before
+    /// the log's current day is answered by replaying the log up to it (see `balances_on`);
+    /// before genesis there is nothing (`None`).
     pub fn balances(&self, as_of: Option<Day>) -> Result<Option<Balances>, LedgerError> {
         let Some(today) = self.today() else {
             return Ok(None);
         };
-        let date = as_of.unwrap_or(today).max(today);
-        let Some(b) = self.state.books_as_of(date)? else {
-            return Ok(None);
-        };
-        let rows = self
-            .state
-            .members()
-            .iter()
-            .map(|m| BalanceRow {
-                member: m.id,
-                name: m.name.clone(),
-                role: m.role,
-                active: m.active,
-                balance: Millis(b.accounts.get(m.id.0 as usize).map_or(0, |a| a.balance)),
-            })
-            .collect();
-        Ok(Some(Balances {
-            as_of: b.today,
-            rows,
-            pool: Millis(b.pool),
-            issued: Millis(b.issued),
-            expired: Millis(b.expired),
-        }))
+        let date = as_of.unwrap_or(today);
+        if date < today {
+            let entries = self.log.iter().map(|e| &e.entry);
+            return Ok(balances_on(self.site(), entries, date)?);
+        }
+        Ok(balances_of(&self.state, date)?)
     }
 
     /// One member's balance as of `date`.
@@ -578,6 +570,53 @@ impl<S: Store> Ledger<S> {
             Some(m) => self.log.iter().filter(|e| involves(e, m)).collect(),
         }
     }
+}
+
+/// Balances as they stood on `date`: every entry of `entries` (a site's log, in order) dated
+/// on or before `date` is replayed from genesis, then demurrage is caught up to `date`, the
+/// same convention as a later `as_of` (the day's own demurrage is charged when it closes).
+/// Members admitted later are not listed; revocations after `date` are not shown. `None` when
+/// `date` is before genesis. Pure: every entry is re-checked, signatures included.
+pub fn balances_on<'a>(
+    site: &str,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    date: Day,
+) -> Result<Option<Balances>, Reject> {
+    let mut state = State::new(site);
+    for e in entries {
+        // Dates never go back in a log, so the first later entry ends the replay.
+        if e.unsigned.date > date {
+            break;
+        }
+        state.apply(e)?;
+    }
+    balances_of(&state, date)
+}
+
+/// The balances view of `state` with its books advanced to `date` (or as of its last entry,
+/// if `date` is earlier).
+fn balances_of(state: &State, date: Day) -> Result<Option<Balances>, Reject> {
+    let Some(b) = state.books_as_of(date)? else {
+        return Ok(None);
+    };
+    let rows = state
+        .members()
+        .iter()
+        .map(|m| BalanceRow {
+            member: m.id,
+            name: m.name.clone(),
+            role: m.role,
+            active: m.active,
+            balance: Millis(b.accounts.get(m.id.0 as usize).map_or(0, |a| a.balance)),
+        })
+        .collect();
+    Ok(Some(Balances {
+        as_of: b.today,
+        rows,
+        pool: Millis(b.pool),
+        issued: Millis(b.issued),
+        expired: Millis(b.expired),
+    }))
 }
 
 fn involves(e: &LogEntry, m: MemberId) -> bool {

@@ -31,7 +31,9 @@ pub use day::Day;
 pub use demurrage::Rate;
 pub use ed25519_dalek::SigningKey;
 pub use entry::{Body, Entry, Hash, MemberId, MeterKind, Role, Unsigned};
-pub use ledger::{Balances, Ledger, LedgerError, LogEntry, Receipt, VerifyReport, verify};
+pub use ledger::{
+    Balances, Ledger, LedgerError, LogEntry, Receipt, VerifyReport, balances_on, verify,
+};
 pub use params::Params;
 pub use reject::Reject;
 pub use sqlite::SqliteStore;

@@ -5,7 +5,7 @@
 //! taking effect, meter credits whose contest window has closed, and claims expiring.
 //! An entry is checked completely before anything changes: a refused entry leaves no trace.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -107,9 +107,20 @@ enum Closed {
     CreditPosted,
 }
 
+/// New Communs planned for one member: the totals after the issue, checked but not written.
+#[derive(Clone, Copy, Debug)]
+struct Issue {
+    member: MemberId,
+    balance: i64,
+    pool: i64,
+    issued: i64,
+    to_member: i64,
+    to_pool: i64,
+}
+
 /// The books: everything a day change touches (cloned when an entry moves the day, so a
 /// refused entry changes nothing).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Books {
     pub today: Day,
     pub params: Params,
@@ -125,6 +136,9 @@ pub struct Books {
     pub meter_today: HashMap<MemberId, i64>,
     /// Attestations per member on `today`.
     pub attest_today: HashMap<MemberId, u32>,
+    /// Revoked members: Communs go only to admitted members, so anything issued to one of
+    /// them (a meter credit maturing after the revocation) goes to the pool instead.
+    pub revoked: BTreeSet<MemberId>,
 }
 
 impl Books {
@@ -141,6 +155,7 @@ impl Books {
             pending_credits: Vec::new(),
             meter_today: HashMap::new(),
             attest_today: HashMap::new(),
+            revoked: BTreeSet::new(),
         }
     }
 
@@ -159,35 +174,67 @@ impl Books {
         self.accounts.get(m.0 as usize).copied().unwrap_or_default()
     }
 
-    fn account_mut(&mut self, m: MemberId) -> Result<&mut Account, Reject> {
+    /// Sets a balance already checked to exist (see `Issue` and `Change::apply`).
+    fn set_balance(&mut self, m: MemberId, balance: i64) {
+        if let Some(acc) = self.accounts.get_mut(m.0 as usize) {
+            acc.balance = balance;
+        }
+    }
+
+    /// The balance of a known member, or why there is none.
+    fn known_balance(&self, m: MemberId) -> Result<i64, Reject> {
         self.accounts
-            .get_mut(m.0 as usize)
+            .get(m.0 as usize)
+            .map(|a| a.balance)
             .ok_or(Reject::UnknownMember(m))
     }
 
-    /// New Communs for `m`: up to the ceiling to the member, the rest to the pool.
-    fn issue(&mut self, m: MemberId, amount: i64) -> Result<(i64, i64), Reject> {
+    /// Where new Communs for `m` go, computed without changing anything: up to the ceiling to
+    /// the member, the rest to the pool; all of it to the pool when `m` has been revoked
+    /// (Communs move only between admitted members).
+    fn plan_issue(&self, m: MemberId, amount: i64) -> Result<Issue, Reject> {
         let ceiling = self.params.account_ceiling.0;
         let issued = self
             .issued
             .checked_add(amount)
             .ok_or(Reject::Overflow("issued total"))?;
-        let acc = self.account(m);
-        let headroom = ceiling.saturating_sub(acc.balance).max(0);
+        let balance = self.known_balance(m)?;
+        let headroom = if self.revoked.contains(&m) {
+            0
+        } else {
+            ceiling.saturating_sub(balance).max(0)
+        };
         let to_member = amount.min(headroom);
         let to_pool = amount - to_member;
         let pool = self
             .pool
             .checked_add(to_pool)
             .ok_or(Reject::Overflow("pool"))?;
-        let balance = acc
-            .balance
+        let balance = balance
             .checked_add(to_member)
             .ok_or(Reject::Overflow("balance"))?;
-        self.account_mut(m)?.balance = balance;
-        self.pool = pool;
-        self.issued = issued;
-        Ok((to_member, to_pool))
+        Ok(Issue {
+            member: m,
+            balance,
+            pool,
+            issued,
+            to_member,
+            to_pool,
+        })
+    }
+
+    /// Writes a planned issue; cannot fail. Returns (to the member, to the pool).
+    fn commit_issue(&mut self, i: Issue) -> (i64, i64) {
+        self.set_balance(i.member, i.balance);
+        self.pool = i.pool;
+        self.issued = i.issued;
+        (i.to_member, i.to_pool)
+    }
+
+    /// New Communs for `m` (see `plan_issue`); on error nothing changes.
+    fn issue(&mut self, m: MemberId, amount: i64) -> Result<(i64, i64), Reject> {
+        let i = self.plan_issue(m, amount)?;
+        Ok(self.commit_issue(i))
     }
 
     /// Advances the books to `date`, one day at a time.
@@ -711,8 +758,9 @@ fn mul_div(a: i128, b: i128, div: i128, what: &'static str) -> Result<i64, Rejec
         .ok_or(Reject::Overflow(what))
 }
 
-/// A fully checked change, applied without any further failure point that could leave a
-/// half-applied entry (the remaining checked arithmetic was verified while planning).
+/// A fully checked change. Applying it is all or nothing as well: `Change::apply` checks
+/// everything it needs before its first write, so even a caller that skipped planning never
+/// sees a half-applied change.
 enum Change {
     None,
     Admit {
@@ -1078,6 +1126,9 @@ fn closed_or_unknown(closed: &Closes<'_>, id: Hash) -> Reject {
 }
 
 impl Change {
+    /// Applies the change, all or nothing: each arm first computes every new value (checked
+    /// arithmetic, lookups) and only then writes, so an error leaves `b`, `members` and `keys`
+    /// exactly as they were.
     fn apply(
         self,
         b: &mut Books,
@@ -1093,7 +1144,8 @@ impl Change {
                 role,
                 name,
             } => {
-                let id = MemberId(members.len() as u32);
+                let n = u32::try_from(members.len()).map_err(|_| Reject::Overflow("members"))?;
+                let id = MemberId(n);
                 members.push(Member {
                     id,
                     name,
@@ -1108,46 +1160,72 @@ impl Change {
                 b.accounts.push(Account::default());
             }
             Change::Revoke(m) => {
-                if let Some(x) = members.get_mut(m.0 as usize) {
-                    x.active = false;
-                }
+                let x = members
+                    .get_mut(m.0 as usize)
+                    .ok_or(Reject::UnknownMember(m))?;
+                x.active = false;
+                b.revoked.insert(m);
             }
             Change::Rotate(m, key, vk) => {
-                if let Some(x) = members.get_mut(m.0 as usize) {
-                    x.key = key;
-                    x.vk = *vk;
-                }
+                let x = members
+                    .get_mut(m.0 as usize)
+                    .ok_or(Reject::UnknownMember(m))?;
+                x.key = key;
+                x.vk = *vk;
                 keys.insert(key);
             }
             Change::OpenClaim(id, c) => {
                 b.open_claims.insert(id, c);
             }
             Change::Attest { claim, by } => {
-                *b.attest_today.entry(by).or_insert(0) += 1;
-                let mut post = None;
-                if let Some(c) = b.open_claims.get_mut(&claim) {
-                    c.attesters.push(by);
-                    if c.attesters.len() as u32 >= c.needed {
-                        post = Some((c.beneficiary, c.amount));
+                let c = b
+                    .open_claims
+                    .get(&claim)
+                    .ok_or(Reject::UnknownClaim(claim))?;
+                let used = b
+                    .attest_today
+                    .get(&by)
+                    .copied()
+                    .unwrap_or(0)
+                    .checked_add(1)
+                    .ok_or(Reject::Overflow("attestations"))?;
+                let posts = u32::try_from(c.attesters.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1)
+                    >= c.needed;
+                let post = if posts {
+                    Some((c.beneficiary, b.plan_issue(c.beneficiary, c.amount)?))
+                } else {
+                    None
+                };
+                // Checked: now write.
+                b.attest_today.insert(by, used);
+                match post {
+                    Some((beneficiary, issue)) => {
+                        b.open_claims.remove(&claim);
+                        let (to_member, to_pool) = b.commit_issue(issue);
+                        events.push(Event::ClaimPosted {
+                            claim,
+                            beneficiary,
+                            to_member: Millis(to_member),
+                            to_pool: Millis(to_pool),
+                        });
                     }
-                }
-                if let Some((beneficiary, amount)) = post {
-                    b.open_claims.remove(&claim);
-                    let (to_member, to_pool) = b.issue(beneficiary, amount)?;
-                    events.push(Event::ClaimPosted {
-                        claim,
-                        beneficiary,
-                        to_member: Millis(to_member),
-                        to_pool: Millis(to_pool),
-                    });
+                    None => {
+                        if let Some(c) = b.open_claims.get_mut(&claim) {
+                            c.attesters.push(by);
+                        }
+                    }
                 }
             }
             Change::ContestClaim { claim, by } => {
                 let k = b.params.attestations_needed;
-                if let Some(c) = b.open_claims.get_mut(&claim) {
-                    c.contesters.push(by);
-                    c.needed = c.needed.saturating_add(k);
-                }
+                let c = b
+                    .open_claims
+                    .get_mut(&claim)
+                    .ok_or(Reject::UnknownClaim(claim))?;
+                c.contesters.push(by);
+                c.needed = c.needed.saturating_add(k);
             }
             Change::ContestCredit { credit, claim } => {
                 b.pending_credits.retain(|c| c.id != credit);
@@ -1155,33 +1233,210 @@ impl Change {
                 events.push(Event::CreditContested { credit });
             }
             Change::Credit(c) => {
-                *b.meter_today.entry(c.member).or_insert(0) += c.amount;
-                if c.matures <= b.today {
-                    let (to_member, to_pool) = b.issue(c.member, c.amount)?;
-                    events.push(Event::CreditPosted {
-                        credit: c.id,
-                        member: c.member,
-                        to_member: Millis(to_member),
-                        to_pool: Millis(to_pool),
-                    });
+                let today_total = b
+                    .meter_today
+                    .get(&c.member)
+                    .copied()
+                    .unwrap_or(0)
+                    .checked_add(c.amount)
+                    .ok_or(Reject::Overflow("meter credits"))?;
+                let now = if c.matures <= b.today {
+                    Some(b.plan_issue(c.member, c.amount)?)
                 } else {
-                    b.pending_credits.push(c);
+                    None
+                };
+                // Checked: now write.
+                b.meter_today.insert(c.member, today_total);
+                match now {
+                    Some(issue) => {
+                        let (to_member, to_pool) = b.commit_issue(issue);
+                        events.push(Event::CreditPosted {
+                            credit: c.id,
+                            member: c.member,
+                            to_member: Millis(to_member),
+                            to_pool: Millis(to_pool),
+                        });
+                    }
+                    None => b.pending_credits.push(c),
                 }
             }
             Change::Move { from, to, amount } => {
-                b.account_mut(from)?.balance -= amount;
-                b.account_mut(to)?.balance += amount;
+                if from == to {
+                    return Err(Reject::SelfTransfer);
+                }
+                let from_balance = b
+                    .known_balance(from)?
+                    .checked_sub(amount)
+                    .ok_or(Reject::Overflow("balance"))?;
+                let to_balance = b
+                    .known_balance(to)?
+                    .checked_add(amount)
+                    .ok_or(Reject::Overflow("balance"))?;
+                b.set_balance(from, from_balance);
+                b.set_balance(to, to_balance);
             }
             Change::Grant { to, amount } => {
-                b.pool -= amount;
-                b.account_mut(to)?.balance += amount;
+                let pool = b.pool.checked_sub(amount).ok_or(Reject::Overflow("pool"))?;
+                let balance = b
+                    .known_balance(to)?
+                    .checked_add(amount)
+                    .ok_or(Reject::Overflow("balance"))?;
+                b.pool = pool;
+                b.set_balance(to, balance);
             }
             Change::Expire(amount) => {
-                b.pool -= amount;
-                b.expired += amount;
+                let pool = b.pool.checked_sub(amount).ok_or(Reject::Overflow("pool"))?;
+                let expired = b
+                    .expired
+                    .checked_add(amount)
+                    .ok_or(Reject::Overflow("expired total"))?;
+                b.pool = pool;
+                b.expired = expired;
             }
             Change::Params(day, p) => b.pending_params.push((day, p)),
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Books on day 10 with two members: #0 holds 10 C, #1 holds 2 C, the pool 5 C.
+    fn books() -> Books {
+        let mut b = Books::new(Day(10), Params::default());
+        b.accounts = vec![
+            Account {
+                balance: 10_000,
+                carry: 7,
+            },
+            Account {
+                balance: 2_000,
+                carry: 0,
+            },
+        ];
+        b.pool = 5_000;
+        b.issued = 17_000;
+        b
+    }
+
+    /// Applies `change` to a copy of `b`; it must fail and leave the copy equal to `b`.
+    fn fails_without_trace(b: &Books, change: Change) -> Reject {
+        let mut after = b.clone();
+        let mut members = Vec::new();
+        let mut keys = HashSet::new();
+        let err = match change.apply(&mut after, &mut members, &mut keys) {
+            Ok(events) => panic!("expected a failure, got {events:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(&after, b, "a failed change left a trace ({err})");
+        assert!(members.is_empty() && keys.is_empty());
+        err
+    }
+
+    #[test]
+    fn a_move_to_an_unknown_account_does_not_debit_the_sender() {
+        let b = books();
+        let err = fails_without_trace(
+            &b,
+            Change::Move {
+                from: MemberId(0),
+                to: MemberId(7),
+                amount: 3_000,
+            },
+        );
+        assert_eq!(err, Reject::UnknownMember(MemberId(7)));
+    }
+
+    #[test]
+    fn a_move_that_would_overflow_the_receiver_changes_nothing() {
+        let mut b = books();
+        b.accounts[1].balance = i64::MAX;
+        let err = fails_without_trace(
+            &b,
+            Change::Move {
+                from: MemberId(0),
+                to: MemberId(1),
+                amount: 1,
+            },
+        );
+        assert_eq!(err, Reject::Overflow("balance"));
+    }
+
+    #[test]
+    fn a_grant_to_an_unknown_account_does_not_drain_the_pool() {
+        let b = books();
+        let err = fails_without_trace(
+            &b,
+            Change::Grant {
+                to: MemberId(9),
+                amount: 1_000,
+            },
+        );
+        assert_eq!(err, Reject::UnknownMember(MemberId(9)));
+    }
+
+    #[test]
+    fn an_attestation_whose_posting_overflows_records_neither_attestation_nor_posting() {
+        let mut b = books();
+        b.issued = i64::MAX;
+        let claim = Hash::of(b"claim");
+        b.open_claims.insert(
+            claim,
+            OpenClaim {
+                claimant: MemberId(0),
+                beneficiary: MemberId(0),
+                amount: 1_000,
+                needed: 1,
+                attesters: Vec::new(),
+                contesters: Vec::new(),
+                expires: Day(20),
+                from_meter: false,
+            },
+        );
+        let err = fails_without_trace(
+            &b,
+            Change::Attest {
+                claim,
+                by: MemberId(1),
+            },
+        );
+        assert_eq!(err, Reject::Overflow("issued total"));
+    }
+
+    #[test]
+    fn a_credit_posting_at_once_that_overflows_does_not_count_towards_the_cap() {
+        let mut b = books();
+        b.pool = i64::MAX;
+        b.accounts[0].balance = b.params.account_ceiling.0;
+        let err = fails_without_trace(
+            &b,
+            Change::Credit(PendingCredit {
+                id: Hash::of(b"credit"),
+                member: MemberId(0),
+                kind: MeterKind::Given,
+                amount: 1_000,
+                controller: MemberId(3),
+                matures: Day(10),
+            }),
+        );
+        assert_eq!(err, Reject::Overflow("pool"));
+    }
+
+    #[test]
+    fn a_successful_move_still_moves() {
+        let mut b = books();
+        let events = Change::Move {
+            from: MemberId(0),
+            to: MemberId(1),
+            amount: 3_000,
+        }
+        .apply(&mut b, &mut Vec::new(), &mut HashSet::new());
+        assert_eq!(events, Ok(Vec::new()));
+        assert_eq!(b.accounts[0].balance, 7_000);
+        assert_eq!(b.accounts[1].balance, 5_000);
+        let (held, net) = b.conservation();
+        assert_eq!(held, net);
     }
 }

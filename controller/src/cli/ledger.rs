@@ -1,5 +1,6 @@
-//! `communalia ledger`: keys, members, claims, attestations, contests, transfers, balances,
-//! history, full verification, and a demurrage calculator. A thin layer over
+//! `communalia ledger`: keys, members (admission, revocation, key rotation), claims,
+//! attestations, contests, transfers, the community pool, parameter changes, balances, history,
+//! full verification, and a demurrage calculator. A thin layer over
 //! `communalia-ledger` with an SQLite file; dates default to today (UTC) from the clock.
 
 use std::io::Read;
@@ -126,7 +127,38 @@ enum Command {
         #[command(flatten)]
         signer: Signer,
     },
-    /// Balances (demurrage caught up to the date).
+    /// Revoke a member (steward quorum: add --cosign for the other stewards' keys); they can
+    /// no longer sign, and Communs due to them go to the pool.
+    Revoke {
+        /// The member (number or name).
+        member: String,
+        #[arg(long)]
+        reason: String,
+        /// Co-signing stewards' key files.
+        #[arg(long, value_name = "FILE")]
+        cosign: Vec<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Replace your key: sign with the current key (--key) and name the new public key.
+    RotateKey {
+        /// The new public key: 64 hex digits or a .pub file (from `ledger keygen`).
+        #[arg(long = "new-public", value_name = "HEX|FILE")]
+        new_public: String,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// The community pool: show it, pay a member from it, or retire Communs from it.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// The ledger's parameters: show them, or change them from a future day.
+    Params {
+        #[command(subcommand)]
+        command: ParamsCommand,
+    },
+    /// Balances (demurrage caught up to the date; a past date replays the log up to it).
     Balance {
         #[arg(long, value_name = "DATE")]
         as_of: Option<String>,
@@ -149,6 +181,112 @@ enum Command {
         #[arg(long, default_value_t = 6.0, value_name = "PCT_PER_YEAR")]
         rate: f64,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum PoolCommand {
+    /// What the pool holds, and every payment and expiry so far.
+    Show {
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
+    },
+    /// Pay a member from the pool (steward quorum, citing an assembly decision).
+    Pay {
+        /// Communs, e.g. 12.5.
+        amount: String,
+        #[arg(long, value_name = "MEMBER")]
+        to: String,
+        /// The assembly decision this payment carries out.
+        #[arg(long)]
+        decision: String,
+        /// Co-signing stewards' key files.
+        #[arg(long, value_name = "FILE")]
+        cosign: Vec<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Retire Communs from the pool for good (steward quorum, citing an assembly decision).
+    Expire {
+        /// Communs, e.g. 12.5.
+        amount: String,
+        /// The assembly decision this expiry carries out.
+        #[arg(long)]
+        decision: String,
+        /// Co-signing stewards' key files.
+        #[arg(long, value_name = "FILE")]
+        cosign: Vec<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+}
+
+// Parsed once per run: boxing the larger variant would save nothing worth the noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand)]
+enum ParamsCommand {
+    /// The parameters in effect on a day (default today), and changes still to come.
+    Show {
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
+    },
+    /// Change parameters from a future day (steward quorum, citing an assembly decision).
+    /// Parameters not named keep the value they will have on that day.
+    Change {
+        /// The day the new parameters take effect (after the entry's date).
+        #[arg(long, value_name = "DATE")]
+        effective: String,
+        /// The assembly decision this change carries out.
+        #[arg(long)]
+        decision: String,
+        #[command(flatten)]
+        changes: ParamChanges,
+        /// Co-signing stewards' key files.
+        #[arg(long, value_name = "FILE")]
+        cosign: Vec<PathBuf>,
+        #[command(flatten)]
+        signer: Signer,
+    },
+}
+
+/// The parameters a change may set; each is optional.
+#[derive(clap::Args, Default)]
+struct ParamChanges {
+    /// Yearly demurrage in percent.
+    #[arg(long, value_name = "PCT_PER_YEAR")]
+    rate: Option<f64>,
+    /// Account ceiling in Communs.
+    #[arg(long, value_name = "C")]
+    ceiling: Option<String>,
+    /// How far below zero a balance may go, in Communs.
+    #[arg(long, value_name = "C")]
+    credit_limit: Option<String>,
+    /// Attestations a claim needs.
+    #[arg(long, value_name = "N")]
+    attestations: Option<u32>,
+    /// Days after which an unposted claim expires.
+    #[arg(long, value_name = "DAYS")]
+    claim_expiry_days: Option<u32>,
+    /// Attestations one member may give per day.
+    #[arg(long, value_name = "N")]
+    attester_budget: Option<u32>,
+    /// Communs per hour of attested work.
+    #[arg(long, value_name = "C")]
+    per_hour: Option<String>,
+    /// Communs per kWh of load shifted into surplus hours.
+    #[arg(long, value_name = "C")]
+    per_kwh_shifted: Option<String>,
+    /// Communs per kWh a member's battery or PV gave the commons.
+    #[arg(long, value_name = "C")]
+    per_kwh_given: Option<String>,
+    /// Most meter credits one member may get per day, in Communs.
+    #[arg(long, value_name = "C")]
+    meter_cap: Option<String>,
+    /// Days a meter credit stays open to contest.
+    #[arg(long, value_name = "DAYS")]
+    contest_days: Option<u32>,
+    /// Stewards needed for quorum entries.
+    #[arg(long, value_name = "N")]
+    quorum: Option<u32>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -312,11 +450,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Revoke {
+            member,
+            reason,
+            cosign,
+            signer,
+        } => {
+            let mut l = open(&db)?;
+            let member = member_ref(&l, &member)?;
+            let author = read_key(&signer.key)?;
+            let cosigners = read_cosigners(&l, &cosign)?;
+            let refs: Vec<&SigningKey> = cosigners.iter().collect();
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.quorum_append(&author, &refs, date, Body::Revoke { member, reason })?;
+            println!(
+                "revoked {}; entry {} ({})",
+                name_of(&l, member),
+                r.index,
+                r.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RotateKey { new_public, signer } => {
+            let mut l = open(&db)?;
+            let new_key = parse_public(&new_public)?;
+            let key = read_key(&signer.key)?;
+            let me = l.member_for(&key)?.id;
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.sign_and_append(&key, date, Body::RotateKey { new_key })?;
+            println!(
+                "{} now signs with key {}; the old key no longer works (entry {}, {})",
+                name_of(&l, me),
+                hex(&new_key),
+                r.index,
+                r.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pool { command } => pool(&db, command),
+        Command::Params { command } => params(&db, command),
         Command::Balance { as_of, member } => {
             let l = open(&db)?;
             let as_of = as_of.as_deref().map(Day::parse).transpose()?;
             let only = member.as_deref().map(|m| member_ref(&l, m)).transpose()?;
-            let b = l.balances(as_of)?.context("the ledger is empty")?;
+            let b = match as_of {
+                Some(d) => l
+                    .balances(Some(d))?
+                    .with_context(|| before_genesis(&l, d))?,
+                None => l.balances(None)?.context("the ledger is empty")?,
+            };
             println!("balances as of {}", b.as_of);
             for r in b.rows.iter().filter(|r| only.is_none_or(|m| m == r.member)) {
                 if r.role == Role::Controller {
@@ -367,6 +549,248 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn pool(db: &Path, command: PoolCommand) -> anyhow::Result<ExitCode> {
+    let mut l = open(db)?;
+    match command {
+        PoolCommand::Show { as_of } => {
+            let as_of = as_of.as_deref().map(Day::parse).transpose()?;
+            let b = match as_of {
+                Some(d) => l
+                    .balances(Some(d))?
+                    .with_context(|| before_genesis(&l, d))?,
+                None => l.balances(None)?.context("the ledger is empty")?,
+            };
+            println!("community pool as of {}: {} C", b.as_of, b.pool);
+            println!("  issued {} C, expired {} C", b.issued, b.expired);
+            for e in l.log().iter().filter(|e| e.entry.unsigned.date <= b.as_of) {
+                let u = &e.entry.unsigned;
+                match &u.body {
+                    Body::PoolGrant {
+                        to,
+                        amount,
+                        decision,
+                    } => println!(
+                        "  {}  paid {amount} C to {} ({decision}) [entry {}]",
+                        u.date,
+                        name_of(&l, *to),
+                        e.index
+                    ),
+                    Body::PoolExpiry { amount, decision } => println!(
+                        "  {}  retired {amount} C ({decision}) [entry {}]",
+                        u.date, e.index
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        PoolCommand::Pay {
+            amount,
+            to,
+            decision,
+            cosign,
+            signer,
+        } => {
+            let to = member_ref(&l, &to)?;
+            let amount = Millis::parse(&amount)?;
+            let author = read_key(&signer.key)?;
+            let cosigners = read_cosigners(&l, &cosign)?;
+            let refs: Vec<&SigningKey> = cosigners.iter().collect();
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.quorum_append(
+                &author,
+                &refs,
+                date,
+                Body::PoolGrant {
+                    to,
+                    amount,
+                    decision,
+                },
+            )?;
+            let left = l.balances(None)?.map_or(Millis::ZERO, |b| b.pool);
+            println!(
+                "paid {amount} C from the pool to {}; the pool holds {left} C (entry {}, {})",
+                name_of(&l, to),
+                r.index,
+                r.id
+            );
+        }
+        PoolCommand::Expire {
+            amount,
+            decision,
+            cosign,
+            signer,
+        } => {
+            let amount = Millis::parse(&amount)?;
+            let author = read_key(&signer.key)?;
+            let cosigners = read_cosigners(&l, &cosign)?;
+            let refs: Vec<&SigningKey> = cosigners.iter().collect();
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.quorum_append(&author, &refs, date, Body::PoolExpiry { amount, decision })?;
+            let left = l.balances(None)?.map_or(Millis::ZERO, |b| b.pool);
+            println!(
+                "retired {amount} C from the pool for good; it holds {left} C (entry {}, {})",
+                r.index, r.id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn params(db: &Path, command: ParamsCommand) -> anyhow::Result<ExitCode> {
+    let mut l = open(db)?;
+    match command {
+        ParamsCommand::Show { as_of } => {
+            let today = l.today().context("the ledger is empty")?;
+            let date = match as_of.as_deref() {
+                Some(d) => Day::parse(d)?,
+                None => today,
+            };
+            let books = l
+                .books_as_of(date)?
+                .with_context(|| before_genesis(&l, date))?;
+            println!("parameters in effect on {}", books.today.max(date));
+            for (name, value) in param_rows(&books.params) {
+                println!("  {name:<20} {value}");
+            }
+            for (day, p) in books.pending_params.iter() {
+                println!("changing from {day}:");
+                for ((name, old), (_, new)) in
+                    param_rows(&books.params).into_iter().zip(param_rows(p))
+                {
+                    if old != new {
+                        println!("  {name:<20} {old} -> {new}");
+                    }
+                }
+            }
+        }
+        ParamsCommand::Change {
+            effective,
+            decision,
+            changes,
+            cosign,
+            signer,
+        } => {
+            let effective = Day::parse(&effective).context("--effective")?;
+            let base = l
+                .books_as_of(effective)?
+                .context("the ledger is empty")?
+                .params;
+            let params = changed_params(&base, &changes)?;
+            let author = read_key(&signer.key)?;
+            let cosigners = read_cosigners(&l, &cosign)?;
+            let refs: Vec<&SigningKey> = cosigners.iter().collect();
+            let date = date_or_today(signer.date.as_deref())?;
+            let r = l.quorum_append(
+                &author,
+                &refs,
+                date,
+                Body::ParamChange {
+                    params: params.clone(),
+                    effective,
+                    decision,
+                },
+            )?;
+            println!(
+                "parameters change from {effective} (entry {}, {}):",
+                r.index, r.id
+            );
+            for ((name, old), (_, new)) in param_rows(&base).into_iter().zip(param_rows(&params)) {
+                if old != new {
+                    println!("  {name:<20} {old} -> {new}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each parameter by the name of the option that sets it, with its value and unit.
+fn param_rows(p: &Params) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "rate",
+            format!(
+                "{} %/yr ({} ppb a day)",
+                Millis(100_000 - decay_days(100_000, 365, p.demurrage).0),
+                p.demurrage.ppb_per_day()
+            ),
+        ),
+        ("ceiling", format!("{} C", p.account_ceiling)),
+        ("credit-limit", format!("{} C", p.credit_limit)),
+        ("attestations", p.attestations_needed.to_string()),
+        ("claim-expiry-days", p.claim_expiry_days.to_string()),
+        ("attester-budget", p.attester_daily_budget.to_string()),
+        ("per-hour", format!("{} C", p.per_hour_maintenance)),
+        ("per-kwh-shifted", format!("{} C", p.per_kwh_shifted)),
+        ("per-kwh-given", format!("{} C", p.per_kwh_given)),
+        ("meter-cap", format!("{} C", p.meter_daily_cap)),
+        ("contest-days", p.contest_days.to_string()),
+        ("quorum", p.steward_quorum.to_string()),
+    ]
+}
+
+/// `base` with the named changes; refused when nothing is named, a value does not parse, or
+/// the result breaks a rule (every broken rule is listed).
+fn changed_params(base: &Params, c: &ParamChanges) -> anyhow::Result<Params> {
+    let amount = |flag: &str, v: &Option<String>, old: Millis| -> anyhow::Result<Millis> {
+        match v {
+            Some(t) => Millis::parse(t).with_context(|| format!("--{flag}")),
+            None => Ok(old),
+        }
+    };
+    let p = Params {
+        demurrage: match c.rate {
+            Some(pct) => Rate::from_percent_per_year(pct).context("--rate")?,
+            None => base.demurrage,
+        },
+        account_ceiling: amount("ceiling", &c.ceiling, base.account_ceiling)?,
+        credit_limit: amount("credit-limit", &c.credit_limit, base.credit_limit)?,
+        attestations_needed: c.attestations.unwrap_or(base.attestations_needed),
+        claim_expiry_days: c.claim_expiry_days.unwrap_or(base.claim_expiry_days),
+        attester_daily_budget: c.attester_budget.unwrap_or(base.attester_daily_budget),
+        per_hour_maintenance: amount("per-hour", &c.per_hour, base.per_hour_maintenance)?,
+        per_kwh_shifted: amount("per-kwh-shifted", &c.per_kwh_shifted, base.per_kwh_shifted)?,
+        per_kwh_given: amount("per-kwh-given", &c.per_kwh_given, base.per_kwh_given)?,
+        meter_daily_cap: amount("meter-cap", &c.meter_cap, base.meter_daily_cap)?,
+        contest_days: c.contest_days.unwrap_or(base.contest_days),
+        steward_quorum: c.quorum.unwrap_or(base.steward_quorum),
+    };
+    if &p == base {
+        bail!(
+            "no parameter would change: name at least one new value (--rate, --ceiling, ...; see --help)"
+        );
+    }
+    let problems = p.problems();
+    if !problems.is_empty() {
+        bail!("bad parameters: {}", problems.join("; "));
+    }
+    Ok(p)
+}
+
+/// Why there are no balances on `date`: it is before the ledger began.
+fn before_genesis<S: Store>(l: &Ledger<S>, date: Day) -> String {
+    match l.log().first() {
+        Some(g) => format!(
+            "{date} is before the ledger began on {}",
+            g.entry.unsigned.date
+        ),
+        None => "the ledger is empty".into(),
+    }
+}
+
+/// Reads co-signing stewards' key files; each must be a member's current key.
+fn read_cosigners<S: Store>(l: &Ledger<S>, paths: &[PathBuf]) -> anyhow::Result<Vec<SigningKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            let k = read_key(p)?;
+            l.member_for(&k)
+                .with_context(|| format!("co-signer key {}", p.display()))?;
+            Ok(k)
+        })
+        .collect()
 }
 
 /// The ledger parameters for an assembly's Communs rates (the controller's mapping from the
@@ -603,9 +1027,12 @@ fn describe<S: Store>(l: &Ledger<S>, e: &communalia_ledger::LogEntry) -> String 
                 "\n          -> claim {claim} posted: {to_member} C, {to_pool} C to the pool"
             )),
             Event::CreditPosted {
-                member, to_member, ..
+                member,
+                to_member,
+                to_pool,
+                ..
             } => line.push_str(&format!(
-                "\n          -> meter credit posted: {to_member} C to {}",
+                "\n          -> meter credit posted: {to_member} C to {}, {to_pool} C to the pool",
                 name_of(l, *member)
             )),
             Event::ClaimExpired { claim } => {
@@ -647,5 +1074,74 @@ mod tests {
         };
         let e = params_from_communs(&bad).unwrap_err().to_string();
         assert!(e.contains("attestations_needed"), "{e}");
+    }
+
+    #[test]
+    fn a_parameter_change_keeps_what_it_does_not_name() {
+        let base = Params::default();
+        let c = ParamChanges {
+            ceiling: Some("400".into()),
+            quorum: Some(3),
+            ..ParamChanges::default()
+        };
+        let p = changed_params(&base, &c).unwrap();
+        assert_eq!(p.account_ceiling, Millis(400_000));
+        assert_eq!(p.steward_quorum, 3);
+        assert_eq!(p.demurrage, base.demurrage);
+        assert_eq!(p.per_kwh_given, base.per_kwh_given);
+    }
+
+    #[test]
+    fn a_parameter_change_that_changes_nothing_or_breaks_a_rule_is_refused() {
+        let base = Params::default();
+        let e = changed_params(&base, &ParamChanges::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no parameter would change"), "{e}");
+        let same = ParamChanges {
+            attestations: Some(base.attestations_needed),
+            ..ParamChanges::default()
+        };
+        assert!(changed_params(&base, &same).is_err());
+        let bad = ParamChanges {
+            attestations: Some(0),
+            contest_days: Some(400),
+            ..ParamChanges::default()
+        };
+        let e = changed_params(&base, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("attestations_needed") && e.contains("contest_days"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            changed_params(
+                &base,
+                &ParamChanges {
+                    ceiling: Some("1.2345".into()),
+                    ..ParamChanges::default()
+                }
+            )
+            .unwrap_err()
+        );
+        assert!(e.starts_with("--ceiling: "), "{e}");
+        let e = format!(
+            "{:#}",
+            changed_params(
+                &base,
+                &ParamChanges {
+                    rate: Some(120.0),
+                    ..ParamChanges::default()
+                }
+            )
+            .unwrap_err()
+        );
+        assert!(e.starts_with("--rate: "), "{e}");
+    }
+
+    #[test]
+    fn parameters_show_the_yearly_rate_exactly() {
+        let rows = param_rows(&Params::default());
+        assert_eq!(rows[0].1, "6.000 %/yr (169507 ppb a day)");
     }
 }
