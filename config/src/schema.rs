@@ -171,7 +171,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(A, "decision", "abstentions", "integer", "votes", "0", "abstentions; votes and abstentions at most the members present"),
 
     k(A, "tiers[]", "name", "string", "", REQ, "unique tier name; the order of [[tiers]] blocks is the priority, highest first"),
-    k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (same fraction of demand; on/off loads take turns) or `in_order` (the listed order decides)"),
+    k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (same fraction of demand; on/off loads take turns: each that fits is served at least once in as many cycles as there are loads asking) or `in_order` (the listed order decides)"),
     k(A, "tiers[]", "loads", "list of strings", "", REQ, "load ids; every controlled load in exactly one tier"),
 
     k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise"),
