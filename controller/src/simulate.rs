@@ -1,7 +1,8 @@
-//! The what-if replay for the assembly: N days of synthetic weather through the real decision
-//! core (the same `control::core` the controller runs), with a simple physical site around it
-//! (PV from the clear-sky model under the chosen weather, a battery that covers the balance, loads
-//! that draw their nominal power when on). Pure: no IO, no clock.
+//! The what-if replay for the assembly: N days of synthetic weather, or of the site's recorded
+//! history, through the real decision core (the same `control::core` the controller runs), with a
+//! simple physical site around it (PV from the clear-sky model under the chosen weather or as
+//! recorded, a battery that covers the balance, loads that draw their nominal power when on, or
+//! what they were recorded drawing while on). Pure: no IO, no clock.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,11 @@ use communalia_drivers::{BatteryState, Percent, Watts};
 use crate::control::core::{Action, Core, DeviceInput, DeviceValue, LoadInput, ProcessImage};
 use crate::control::model::SiteModel;
 use crate::forecast::solar;
+use crate::records::history::History;
+
+/// A recorded row stands for the steps after it for at most this long; beyond, the history has
+/// a gap and the weather model fills it (counted in [`Report::modelled_steps`]).
+const HISTORY_HOLD: Duration = Duration::minutes(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Weather {
@@ -52,6 +58,11 @@ pub struct Report {
     /// Energy the battery could not give when the site asked for it (a blackout in real life).
     pub unserved_wh: f64,
     pub min_soc_percent: f64,
+    /// Steps whose PV came from the recorded history (0 without one).
+    pub recorded_steps: u64,
+    /// Steps whose PV came from the weather model: all of them without a history, the gaps of
+    /// the history with one.
+    pub modelled_steps: u64,
 }
 
 impl Report {
@@ -81,18 +92,33 @@ pub struct Row {
 
 pub const STEP: Duration = Duration::minutes(5);
 
-/// Replays `days` days from local midnight of `start_day` (a UTC date at the site's offset).
+/// Replays `days` days from `start` (local midnight, as [`local_midnight`] gives). With a
+/// `history`, PV, the starting state of charge and what loads draw while on are taken from it
+/// where it has them; `weather` fills its gaps.
 pub fn replay(
     model: &SiteModel,
     days: u32,
     weather: Weather,
     start: DateTime<Utc>,
+    history: Option<&History>,
     mut row: impl FnMut(Row),
 ) -> Report {
     let site = model.site().clone();
     let mut core = Core::new(model.clone(), false).with_plan_every(Duration::hours(3));
     let battery = site.battery.clone();
-    let mut soc = battery.as_ref().map_or(0.0, |b| b.max_soc.0 * 0.7);
+    let recorded_soc = history
+        .and_then(|h| {
+            h.rows
+                .iter()
+                .find(|r| r.at >= start && r.soc_percent.is_some())
+        })
+        .and_then(|r| r.soc_percent);
+    let mut soc = battery.as_ref().map_or(0.0, |b| {
+        recorded_soc
+            .unwrap_or(b.max_soc.0 * 0.7)
+            .clamp(b.min_soc.0, b.max_soc.0)
+    });
+    let (mut recorded_steps, mut modelled_steps) = (0, 0);
     let mut min_soc = soc;
     let mut on: BTreeMap<String, bool> = site
         .loads
@@ -111,8 +137,19 @@ pub fn replay(
     let offset = i64::from(site.utc_offset_minutes) * 60;
     for i in 0..steps {
         let at = start + STEP * i32::try_from(i).unwrap_or(0);
-        let pv = place.map_or(0.0, |p| solar::clear_sky_watts(p, &arrays, at)) * weather.factor(at);
-        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints);
+        let recorded = history.and_then(|h| h.at(at, HISTORY_HOLD));
+        let pv = match recorded.and_then(|r| r.pv_watts) {
+            Some(pv) => {
+                recorded_steps += 1;
+                pv
+            }
+            None => {
+                modelled_steps += 1;
+                place.map_or(0.0, |p| solar::clear_sky_watts(p, &arrays, at)) * weather.factor(at)
+            }
+        };
+        let drawn = recorded.map(|r| &r.loads);
+        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints, drawn);
         let consumption: f64 = site.loads.iter().map(|l| power_of(l, &on)).sum();
         let image = ProcessImage {
             at,
@@ -171,7 +208,7 @@ pub fn replay(
             }
         }
         // The step's energy with the decided states.
-        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints);
+        let power_of = |l: &cfg::Load, on: &BTreeMap<String, bool>| power(l, on, &setpoints, drawn);
         let consumption: f64 = site.loads.iter().map(|l| power_of(l, &on)).sum();
         if let Some(b) = &battery {
             let net = consumption - pv; // positive: the battery must give
@@ -234,15 +271,28 @@ pub fn replay(
         loads,
         unserved_wh: unserved,
         min_soc_percent: min_soc,
+        recorded_steps,
+        modelled_steps,
     }
 }
 
-/// What a load draws with the decided states.
-fn power(l: &cfg::Load, on: &BTreeMap<String, bool>, setpoints: &BTreeMap<String, f64>) -> f64 {
+/// What a load draws with the decided states: its nominal power when on, or what the history
+/// recorded it drawing while on (`drawn`). A setpoint load draws its setpoint.
+fn power(
+    l: &cfg::Load,
+    on: &BTreeMap<String, bool>,
+    setpoints: &BTreeMap<String, f64>,
+    drawn: Option<&BTreeMap<String, f64>>,
+) -> f64 {
+    let when_on = || {
+        drawn
+            .and_then(|d| d.get(&l.id).copied())
+            .unwrap_or(l.nominal.0)
+    };
     match &l.control {
-        cfg::Control::MeasuredOnly => l.nominal.0,
+        cfg::Control::MeasuredOnly => when_on(),
         cfg::Control::Setpoint { .. } => setpoints.get(&l.id).copied().unwrap_or(0.0),
-        _ if on.get(&l.id).copied().unwrap_or(false) => l.nominal.0,
+        _ if on.get(&l.id).copied().unwrap_or(false) => when_on(),
         _ => 0.0,
     }
 }
@@ -261,6 +311,15 @@ pub fn render(a: &Report, b: Option<&Report>, names: (&str, &str)) -> String {
     let mut out = String::new();
     let kwh = |wh: f64| format!("{:.1}", wh / 1000.0);
     let _ = writeln!(out, "{} days replayed", a.days);
+    if a.recorded_steps > 0 {
+        let _ = writeln!(
+            out,
+            "PV and load draws as recorded in {} of {} five-minute steps; the weather model filled the other {}",
+            a.recorded_steps,
+            a.recorded_steps + a.modelled_steps,
+            a.modelled_steps
+        );
+    }
     let _ = writeln!(out, "\nper tier (energy delivered / cut, kWh)");
     let tb = b.map(Report::tiers);
     for (i, (rank, tier, e, c)) in a.tiers().iter().enumerate() {

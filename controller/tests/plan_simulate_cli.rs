@@ -184,3 +184,103 @@ fn simulate_rejects_an_invalid_proposal_with_located_errors() {
     assert!(err.contains("bad.toml:"), "{err}");
     assert!(err.contains("nothing was simulated"), "{err}");
 }
+
+/// A recorded day of the village (local 2026-03-02, UTC+3): no sun at all, the battery at
+/// `soc` at midnight, the home of Amani drawing 100 W whenever it was on.
+fn dark_day(dir: &std::path::Path, soc: f64) {
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-01T21:00:00Z".parse().unwrap();
+    let mut text = String::from("time,pv_watts,soc_percent,consumption_watts,home_amani\n");
+    for i in 0..288 {
+        let at = start + chrono::Duration::minutes(5 * i);
+        let soc = if i == 0 {
+            format!("{soc}")
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "{},0,{soc},,100\n",
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
+    std::fs::write(dir.join("2026-03-02.csv"), text).unwrap();
+}
+
+fn load<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["loads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap()
+}
+
+#[test]
+fn simulate_replays_a_recorded_history_instead_of_the_weather() {
+    let dir = tempfile::tempdir().unwrap();
+    dark_day(dir.path(), 60.0);
+    let history = dir.path().to_str().unwrap();
+    let (ok, out, err) =
+        communalia(&["simulate", "--config", SITE, "--history", history, "--json"]);
+    assert!(ok, "{err}");
+    let recorded: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let a = &recorded["in_force"];
+    assert_eq!(a["days"], 1, "the days the history covers");
+    assert_eq!(a["recorded_steps"], 288);
+    assert_eq!(a["modelled_steps"], 0);
+    // The same day under the sunny model.
+    let (ok, out, err) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--start",
+        "2026-03-02",
+        "--days",
+        "1",
+        "--weather",
+        "sunny",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let sunny: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let energy = |r: &serde_json::Value, id: &str| load(r, id)["energy_wh"].as_f64().unwrap();
+    assert!(
+        energy(a, "workshop") < energy(&sunny["in_force"], "workshop"),
+        "without sun the workshop gets less"
+    );
+    assert!(a["min_soc_percent"].as_f64().unwrap() < 60.0);
+    // Amani's home draws what it was recorded drawing, not its nominal 350 W.
+    let home = load(a, "home_amani");
+    let (hours, wh) = (
+        home["hours_served"].as_f64().unwrap(),
+        energy(a, "home_amani"),
+    );
+    assert!(hours > 0.0);
+    assert!((wh - hours * 100.0).abs() < 1e-6, "{wh} Wh in {hours} h");
+
+    let (ok, table, _) = communalia(&["simulate", "--config", SITE, "--history", history]);
+    assert!(ok);
+    assert!(table.contains("as recorded in 288 of 288"), "{table}");
+}
+
+#[test]
+fn simulate_rejects_a_damaged_history_with_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("2026-03-02.csv"),
+        "time,pv_watts\n2026-03-02T00:00:00Z,12\n2026-03-02T00:05:00Z,lots\n",
+    )
+    .unwrap();
+    let (ok, _, err) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--history",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("2026-03-02.csv:3:22: `lots` in column `pv_watts` is not a number"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was simulated"), "{err}");
+}

@@ -7,6 +7,7 @@ use crate::control::io::Clock;
 use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
 use crate::demo::{self, Ports, Village};
+use crate::records::history::HistoryWriter;
 use crate::records::influx::{InfluxSettings, InfluxSink};
 
 #[derive(clap::Args)]
@@ -36,6 +37,10 @@ pub struct Args {
     /// A file holding the API token (else the INFLUXDB_TOKEN environment variable).
     #[arg(long, value_name = "F")]
     influxdb_token_file: Option<std::path::PathBuf>,
+    /// Record the village's five-minute history in this folder, as `run` does for a site, to
+    /// replay it with `simulate --history`.
+    #[arg(long, value_name = "DIR")]
+    history: Option<std::path::PathBuf>,
 }
 
 fn influx(args: &Args) -> anyhow::Result<Option<InfluxSink>> {
@@ -91,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dry_run: args.dry_run,
             influx: influx(&args)?,
             mqtt_state: super::mqtt_state_from_config(&site),
+            history: args.history.as_ref().map(|d| HistoryWriter::new(d, &site)),
             ..RunOptions::new(clock)
         };
         let influx_url = args.influxdb_url.clone();

@@ -8,6 +8,7 @@ use crate::control::credits::Credits;
 use crate::control::io::Clock;
 use crate::control::model::SiteModel;
 use crate::control::runtime::{self, RunOptions};
+use crate::records::history::HistoryWriter;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,6 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|f| base_dir.join(f)),
             influx: super::influx_from_config(&site, &base_dir)?,
             mqtt_state: super::mqtt_state_from_config(&site),
+            history: Some(HistoryWriter::new(
+                base_dir.join(format!("{}-history", site.id)),
+                &site,
+            )),
             ..RunOptions::new(Clock::real())
         };
         let running =

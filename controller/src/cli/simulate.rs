@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::config_files::{self, LoadError};
 use crate::control::model::SiteModel;
+use crate::records::history;
 use crate::simulate::{self, Weather};
 
 #[derive(clap::Args)]
@@ -17,12 +18,17 @@ pub struct Args {
     /// A proposed assembly file, replayed beside the one in force.
     #[arg(long, value_name = "PATH")]
     assembly: Option<PathBuf>,
-    /// Days to replay.
-    #[arg(long, value_name = "N", default_value_t = 7)]
-    days: u32,
+    /// Days to replay (default 7, or all the history holds).
+    #[arg(long, value_name = "N")]
+    days: Option<u32>,
+    /// Weather of the synthetic days (with a history: of its gaps).
     #[arg(long, value_enum, default_value = "mixed")]
     weather: Weather,
-    /// First day (YYYY-MM-DD, the site's local date); default today.
+    /// The site's recorded history (the `<site>-history` folder `run` writes, or one of its
+    /// files): PV, battery and what loads drew, instead of synthetic weather.
+    #[arg(long, value_name = "PATH")]
+    history: Option<PathBuf>,
+    /// First day (YYYY-MM-DD, the site's local date); default today, or the history's first.
     #[arg(long, value_name = "DATE")]
     start: Option<chrono::NaiveDate>,
     /// Write one row per 5-minute step (the file in force) to this CSV file.
@@ -42,13 +48,40 @@ fn invalid(diags: &communalia_config::Diagnostics) -> ExitCode {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.days == 0 || args.days > 366 {
-        anyhow::bail!("--days must be between 1 and 366 (got {})", args.days);
+    if let Some(days) = args.days.filter(|d| *d == 0 || *d > 366) {
+        anyhow::bail!("--days must be between 1 and 366 (got {days})");
     }
     let config = match config_files::load(&args.config) {
         Ok(c) => c,
         Err(LoadError::Invalid(d)) => return Ok(invalid(&d)),
         Err(e) => return Err(e.into()),
+    };
+    let history = match &args.history {
+        Some(path) => {
+            let files = history::read(path)?;
+            if files.is_empty() {
+                anyhow::bail!("{}: no history files (*.csv) there", path.display());
+            }
+            match history::parse(&files, &config.site) {
+                Ok(h) if h.rows.is_empty() => {
+                    anyhow::bail!("{}: the history holds no rows", path.display())
+                }
+                Ok(h) => {
+                    for c in &h.ignored_columns {
+                        eprintln!("note: {c} names no load of this site; ignored");
+                    }
+                    Some(h)
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{} errors found; nothing was simulated", errors.len());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        None => None,
     };
     let proposed = match &args.assembly {
         Some(path) => {
@@ -63,13 +96,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let model = SiteModel::new(config.clone());
+    let offset = chrono::Duration::minutes(i64::from(config.site.utc_offset_minutes));
+    let first_recorded = history
+        .as_ref()
+        .and_then(|h| h.first())
+        .map(|t| (t + offset).date_naive());
     let day = args
         .start
+        .or(first_recorded)
         .unwrap_or_else(|| chrono::Utc::now().date_naive())
         .and_hms_opt(12, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(chrono::Utc::now);
     let start = simulate::local_midnight(&model, day);
+    // With a history and no --days: every day it covers from the start.
+    let days = args
+        .days
+        .unwrap_or_else(|| match history.as_ref().and_then(|h| h.last()) {
+            Some(last) if last >= start => {
+                let d = (last - start).num_days() + 1;
+                u32::try_from(d.clamp(1, 366)).unwrap_or(1)
+            }
+            _ => 7,
+        });
 
     let mut csv = match &args.csv {
         Some(path) => Some(std::io::BufWriter::new(
@@ -93,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         csv_error = writeln!(w, "{header}").err();
     }
-    let a = simulate::replay(&model, args.days, args.weather, start, |row| {
+    let a = simulate::replay(&model, days, args.weather, start, history.as_ref(), |row| {
         if let (Some(w), None) = (csv.as_mut(), &csv_error) {
             let on: Vec<&str> = row.on.iter().map(|o| if *o { "1" } else { "0" }).collect();
             csv_error = writeln!(
@@ -108,6 +157,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .err();
         }
     });
+    if history.is_some() && a.recorded_steps == 0 {
+        eprintln!(
+            "note: the history records nothing in the {days} days from {}; the weather model made them all",
+            (start + offset).date_naive()
+        );
+    }
     if let Some(e) = csv_error {
         anyhow::bail!("writing the CSV file failed: {e}");
     }
@@ -119,9 +174,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         other.assembly = assembly;
         simulate::replay(
             &SiteModel::new(other),
-            args.days,
+            days,
             args.weather,
             start,
+            history.as_ref(),
             |_| {},
         )
     });

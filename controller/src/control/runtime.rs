@@ -18,6 +18,7 @@ use super::model::SiteModel;
 use crate::forecast::external::ExternalForecast;
 use crate::forecast::load::LoadProfile;
 use crate::http::Published;
+use crate::records::history::HistoryWriter;
 use crate::records::influx::InfluxSink;
 use crate::records::mqtt_state::MqttStatePublisher;
 use crate::records::schema::{self, Counters, Sample};
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub forecast_file: Option<PathBuf>,
     /// Meter credits for shifted load, posted to the site's ledger.
     pub credits: Option<Credits<SqliteStore>>,
+    /// The site's five-minute history, for `simulate --history`.
+    pub history: Option<HistoryWriter>,
 }
 
 impl RunOptions {
@@ -65,6 +68,7 @@ impl RunOptions {
             profile_file: None,
             forecast_file: None,
             credits: None,
+            history: None,
         }
     }
 }
@@ -238,6 +242,9 @@ pub async fn start(
                     if let Some(mqtt) = &opts.mqtt_state {
                         mqtt.publish(&outcome.state);
                     }
+                    if let Some(history) = opts.history.as_mut() {
+                        history.observe(&outcome.state, image.at);
+                    }
                     if core.plan_made_at() != plan_view.0 {
                         plan_view = (core.plan_made_at(), core.plan_view());
                     }
@@ -290,6 +297,9 @@ pub async fn start(
         }
         tasks.abort_all();
         save_profile(opts.profile_file.as_deref(), &core);
+        if let Some(history) = opts.history.as_mut() {
+            history.finish();
+        }
         // A dry run has switched nothing and leaves everything as it found it.
         if let Some(loads) = loads.as_ref().filter(|_| !opts.dry_run) {
             leave_safe(&core, loads).await;
