@@ -261,6 +261,11 @@ struct Server {
 }
 
 async fn start(published: Published) -> Server {
+    start_with(published, Router::new()).await
+}
+
+/// The page's server with more routes (the ledger's).
+async fn start_with(published: Published, extra: Router) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = flaky_proxy(listener.local_addr().unwrap(), Duration::from_millis(800)).await;
     let url = format!("http://{proxy}/");
@@ -270,7 +275,7 @@ async fn start(published: Published) -> Server {
         published: rx,
         write_token: None,
         stale_after: Duration::from_secs(30),
-        extra: Router::new(),
+        extra,
     };
     tokio::spawn(serve(listener, app, async move {
         let _ = stopped.await;
@@ -375,6 +380,82 @@ async fn page_shows_the_status_each_load_with_its_reason_and_the_decision() {
         dom.contains("id=\"stale\"")
             && dom.contains("id=\"stale\" class=\"warning\" role=\"alert\" hidden")
     );
+    // No ledger on this site: no Communs section.
+    assert!(
+        dom.contains("<section id=\"communs\" aria-labelledby=\"communs-title\" hidden"),
+        "the Communs section shows without a ledger"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_shows_each_members_communs_where_the_site_keeps_a_ledger() {
+    use communalia_ledger::fixtures::Village;
+    use communalia_ledger::{Day, MemStore, Params};
+    let Some(chromium) = chromium() else { return };
+    let config = village();
+    let day = Day::from_ymd(2026, 3, 2).unwrap();
+    let (mut ledger, keys) = Village::found(
+        MemStore::default(),
+        &config.site.id,
+        5,
+        Params::default(),
+        day,
+    )
+    .unwrap();
+    // A few weeks of everyday traffic: meter credits, attested claims, transfers, demurrage.
+    let today = keys.traffic(&mut ledger, 400, day).unwrap();
+    let books = ledger.balances(Some(today)).unwrap().unwrap();
+    let shown = |m: communalia_ledger::Millis| {
+        let s = m.to_string();
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        format!("{s}&nbsp;C")
+    };
+    let ledger = Arc::new(std::sync::Mutex::new(ledger));
+    let routes = communalia::ledger_http::router(communalia::ledger_http::LedgerApi {
+        ledger,
+        today: Arc::new(move || today),
+    });
+    let server = start_with(evening(&config, chrono::Utc::now()), routes).await;
+    let url = server.url.clone();
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("<section id=\"communs\" aria-labelledby=\"communs-title\">"),
+        "the Communs section is hidden: {dom}"
+    );
+    let sentence = element_text(&dom, "communs-sentence");
+    assert!(
+        sentence.contains(&format!("Balances on {today}"))
+            && sentence.contains(&format!("The common pool holds {}", shown(books.pool))),
+        "{sentence}"
+    );
+    let members: Vec<_> = books
+        .rows
+        .iter()
+        .filter(|r| r.role == communalia_ledger::Role::Member)
+        .collect();
+    assert_eq!(members.len(), 5);
+    assert!(
+        members.iter().any(|r| r.balance.0 != 0),
+        "the traffic gave someone Communs"
+    );
+    for r in members {
+        let at = dom
+            .find(&format!("data-member=\"{}\"", r.name))
+            .unwrap_or_else(|| panic!("{} missing", r.name));
+        let row = &dom[at..at + dom[at..].find("</li>").unwrap()];
+        assert!(
+            row.contains(&format!(
+                "<span class=\"balance\">{}</span>",
+                shown(r.balance)
+            )),
+            "{}: {row}",
+            r.name
+        );
+    }
+    // The controller's own account is not a member's.
+    assert!(!dom.contains("data-member=\"controller\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,55 @@ pub struct Args {
     history: Option<std::path::PathBuf>,
 }
 
+type SharedLedger =
+    std::sync::Arc<std::sync::Mutex<communalia_ledger::Ledger<communalia_ledger::SqliteStore>>>;
+
+/// A fresh ledger for the demo in the temporary folder: a founding steward and the members who
+/// own the village's loads, so the page shows the Communs section. Demo keys only.
+fn demo_ledger(site: &communalia_config::Site) -> anyhow::Result<SharedLedger> {
+    use chrono::Datelike;
+    use communalia_ledger::{Body, Day, Ledger, Params, Role, SqliteStore, fixtures};
+    let file = std::env::temp_dir().join(format!(
+        "communalia-demo-ledger-{}.sqlite",
+        std::process::id()
+    ));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    let d = chrono::Utc::now().date_naive();
+    let day =
+        Day::from_ymd(d.year(), d.month(), d.day()).ok_or_else(|| anyhow::anyhow!("date {d}"))?;
+    let founder = fixtures::key("communalia-demo", 0);
+    let mut ledger = Ledger::init(
+        SqliteStore::open(&file)?,
+        &site.id,
+        Params::default(),
+        &founder,
+        "secretary",
+        day,
+    )?;
+    let mut members: Vec<&str> = site
+        .loads
+        .iter()
+        .filter_map(|l| match &l.owner {
+            communalia_config::Owner::Member(m) => Some(m.as_str()),
+            communalia_config::Owner::Service(_) => None,
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    members.retain(|m| seen.insert(*m));
+    for (i, name) in (1u32..).zip(members) {
+        let key = fixtures::key("communalia-demo", i);
+        let body = Body::Admit {
+            key: key.verifying_key().to_bytes(),
+            role: Role::Member,
+            name: name.to_owned(),
+        };
+        ledger.quorum_append(&founder, &[], day, body)?;
+    }
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(ledger)))
+}
+
 fn influx(args: &Args) -> anyhow::Result<Option<InfluxSink>> {
     let Some(url) = &args.influxdb_url else {
         return Ok(None);
@@ -101,15 +150,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let influx_url = args.influxdb_url.clone();
         let running = runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
+        let ledger = demo_ledger(&site)
+            .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "demo ledger not made; no Communs on the page"))
+            .ok();
         let page = super::serve_http(
             &site,
             running.published.clone(),
             std::path::Path::new("."),
-            axum::Router::new(),
+            super::ledger_routes(ledger),
         )
             .await?;
         println!("Communalia demo: {} ({}x speed)", site.name, args.speed);
-        println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /metrics)");
+        println!("  web page      http://{page}/   (API: /api/state, /api/plan, /api/assembly, /api/ledger/balances, /metrics)");
         if let Some(url) = influx_url {
             println!("  time series   {url} (org {}, bucket {})", args.influxdb_org, args.influxdb_bucket);
         }

@@ -1,9 +1,10 @@
 // Communalia's live page. Reads /api/state (live over server-sent events on /api/events, with
-// polling as a fallback), /api/plan and /api/assembly, and builds the page with plain DOM calls:
-// no library, no CDN, text only through textContent.
+// polling as a fallback), /api/plan, /api/assembly and, where the site keeps a ledger,
+// /api/ledger/balances, and builds the page with plain DOM calls: no library, no CDN, text only
+// through textContent.
 "use strict";
 (function () {
-  var STALE_AFTER_S = 30, POLL_MS = 5000, PLAN_MS = 60000, ASSEMBLY_MS = 300000;
+  var STALE_AFTER_S = 30, POLL_MS = 5000, PLAN_MS = 60000, ASSEMBLY_MS = 300000, COMMUNS_MS = 60000;
   var SVG = "http://www.w3.org/2000/svg";
   var STATUS = {
     surplus: ["Plenty", "\u2600", "There is enough energy for everything that asks, and some to spare. A good time for laundry, pumping and charging."],
@@ -312,6 +313,28 @@
     setText("plan-summary", words.join(" "));
   }
 
+  // ---- the Communs ledger (only where the site keeps one) ----
+  function communs(s) { return String(s).replace(/\.?0+$/, "") + "\u00A0C"; }
+  function renderCommuns(b) {
+    var accounts = (b.accounts || []).filter(function (a) { return a.active; })
+      .sort(function (x, y) { return String(x.name).localeCompare(String(y.name)); });
+    setText("communs-sentence", "Balances on " + b.as_of + ". The common pool holds " + communs(b.pool) +
+      ". Communs are earned by shifting use into sunny hours and by work others attest; they lose a little value when held, and cannot be bought or sold.");
+    var ul = $("communs-accounts");
+    ul.textContent = "";
+    accounts.forEach(function (a) {
+      var li = el("li", null, null, [el("span", "who", title(a.name)), el("span", "balance", communs(a.balance))]);
+      li.setAttribute("data-member", a.name);
+      ul.appendChild(li);
+    });
+    if (!accounts.length) ul.appendChild(el("li", null, "No members yet."));
+    $("communs").hidden = false;
+  }
+  function loadCommuns() {
+    getJson("/api/ledger/balances").then(function (b) { guard("communs", function () { renderCommuns(b); }); })
+      .catch(function () { /* no ledger on this site, or not reachable now: the section stays as it was */ });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     pollState();
     listen();
@@ -323,5 +346,7 @@
     }, POLL_MS);
     setInterval(loadPlan, PLAN_MS);
     setInterval(loadAssembly, ASSEMBLY_MS);
+    loadCommuns();
+    setInterval(loadCommuns, COMMUNS_MS);
   });
 })();
