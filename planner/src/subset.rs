@@ -65,27 +65,7 @@ impl Bits {
 
     /// Any bit set in `a..=b`?
     fn any_in(&self, a: usize, b: usize) -> bool {
-        if a > b || a >= self.len {
-            return false;
-        }
-        let b = b.min(self.len - 1);
-        let (wa, wb) = (a / 64, b / 64);
-        for w in wa..=wb {
-            let mut v = self.words[w];
-            if w == wa {
-                v &= u64::MAX << (a % 64);
-            }
-            if w == wb {
-                let top = b % 64;
-                if top < 63 {
-                    v &= (1u64 << (top + 1)) - 1;
-                }
-            }
-            if v != 0 {
-                return true;
-            }
-        }
-        false
+        self.highest_in(a, b).is_some()
     }
 
     /// Highest bit set in `a..=b`.
