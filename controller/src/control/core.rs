@@ -331,7 +331,11 @@ impl Core {
             .as_ref()
             .zip(step)
             .and_then(|(p, s)| p.battery_watts.get(s).copied())
-            .map_or(0.0, |w| (-w).max(0.0));
+            .map_or(0.0, |w| (-w).max(0.0))
+            // The plan charges from the sun the health tier and the uncontrolled consumption do
+            // not need now, never from theirs: with the battery at the reserve, a charge planned
+            // on a lower forecast of consumption would otherwise leave the health tier nothing.
+            .min((pv.unwrap_or(0.0) - uncontrolled - self.model.protected_watts()).max(0.0));
 
         let mut priorities = self.model.priorities();
         if let (Some(plan), Some(s)) = (&self.plan, step) {
