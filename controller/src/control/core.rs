@@ -331,11 +331,18 @@ impl Core {
             .as_ref()
             .zip(step)
             .and_then(|(p, s)| p.battery_watts.get(s).copied())
-            .map_or(0.0, |w| (-w).max(0.0))
-            // The plan charges from the sun the health tier and the uncontrolled consumption do
-            // not need now, never from theirs: with the battery at the reserve, a charge planned
-            // on a lower forecast of consumption would otherwise leave the health tier nothing.
-            .min((pv.unwrap_or(0.0) - uncontrolled - self.model.protected_watts()).max(0.0));
+            .map_or(0.0, |w| (-w).max(0.0));
+        // The plan's charge never leaves the health tier short: what the sun and the battery
+        // can give beyond the uncontrolled consumption covers the loads down to the health tier
+        // first. (With the battery at its floor, a charge planned on a lower forecast of
+        // consumption, e.g. a meter reading a cycle behind the plugs, left it nothing.)
+        let discharge = model_battery
+            .as_ref()
+            .filter(|b| b.usable_wh() > 0.0)
+            .map_or(0.0, |b| b.max_discharge_watts.max(0.0));
+        let planned_charge = planned_charge.min(
+            (pv.unwrap_or(0.0) + discharge - uncontrolled - self.model.protected_watts()).max(0.0),
+        );
 
         let mut priorities = self.model.priorities();
         if let (Some(plan), Some(s)) = (&self.plan, step) {
@@ -883,5 +890,72 @@ mod tests {
         let now = local("19:46");
         assert!(m.coming_sunset(now).is_none(), "the sun is down");
         assert_eq!(core.health_reserve_now_wh(now), m.health_reserve_wh(now));
+    }
+
+    #[test]
+    fn the_plans_charge_never_leaves_the_health_tier_short_when_consumption_jumps() {
+        // A nearly empty battery on a sunny morning: the plan charges from the sun. A cycle
+        // later the meter reads 6 kW more than the plugs (it lags them): the charge planned
+        // on the lower consumption must not take what the health tier needs.
+        let m = village();
+        let mut core = Core::new(m.clone(), false);
+        let out = run(
+            &mut core,
+            local("08:00"),
+            Duration::minutes(3),
+            13,
+            0.85,
+            12.0,
+        );
+        let at = local("08:36") + Duration::seconds(2);
+        let on: Vec<String> = out
+            .state
+            .loads
+            .iter()
+            .filter(|l| l.on)
+            .map(|l| l.id.clone())
+            .collect();
+        let pv = out.state.pv_watts.unwrap();
+        let mut img = image(&m, at, pv, 12.0, &on);
+        for d in &mut img.devices {
+            if let Some((_, DeviceValue::Meter(w))) = d.last.as_mut() {
+                *w += 6000.0;
+            }
+        }
+        let out = core.step(&img);
+        assert!(
+            is_on(&out, "clinic_fridge") && is_on(&out, "clinic_lights"),
+            "health cut: {:?}",
+            out.state.loads.iter().find(|l| l.id == "clinic_fridge")
+        );
+    }
+
+    #[test]
+    fn at_its_daylight_floor_the_plan_charges_only_to_follow_it_and_the_cold_room_runs() {
+        // The battery a hair under its morning floor (the assembly's 2 kWh minimum, 20.5 %):
+        // only the health tier may draw on it, and the sun is shared between the plan's charge
+        // and the loads. With the whole night as the reserve of every daylight plan step the
+        // plan took all the sun to charge and the cold room stayed cut; with the sun counted it
+        // charges to follow the floor as it rises.
+        let m = village();
+        let mut core = Core::new(m.clone(), false);
+        let out = run(
+            &mut core,
+            local("08:00"),
+            Duration::minutes(3),
+            13,
+            0.85,
+            20.4,
+        );
+        let b = m.site().battery.clone().unwrap();
+        let usable = (0.204 - b.min_soc.0 / 100.0) * b.capacity.0;
+        let now = local("08:36");
+        assert!(usable < core.health_reserve_now_wh(now) / b.discharge_efficiency);
+        assert!(is_on(&out, "clinic_fridge") && is_on(&out, "clinic_lights"));
+        assert!(
+            is_on(&out, "cold_room"),
+            "cold room cut at the floor: {:?}",
+            out.state.loads.iter().find(|l| l.id == "cold_room")
+        );
     }
 }
