@@ -174,7 +174,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (same fraction of demand; on/off loads take turns: each that fits is served at least once in as many cycles as there are loads asking) or `in_order` (the listed order decides)"),
     k(A, "tiers[]", "loads", "list of strings", "", REQ, "load ids; every controlled load in exactly one tier"),
 
-    k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise"),
+    k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise (by day: the coming night, less a third of the charge the sun is expected to bring before sunset)"),
     k(A, "health_reserve", "min_wh", "number", "Wh", "0", "battery energy never spent on other tiers, whatever the forecast; at most the battery's usable energy"),
     k(A, "health_reserve", "margin_percent", "number", "%", "20", "added to the energy the tier needs until sunrise; 0 to 200"),
 
