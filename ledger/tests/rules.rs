@@ -943,6 +943,45 @@ fn balances_for_a_past_date_replay_the_log_up_to_that_date() {
 }
 
 #[test]
+fn parameters_asked_for_a_past_day_are_those_of_that_day_not_of_a_later_change() {
+    let (mut l, v) = village(4);
+    let d = l.today().unwrap();
+    let effective = d.plus(5).unwrap();
+    let new = Params {
+        account_ceiling: Millis(80_000),
+        meter_daily_cap: Millis(9_000),
+        ..Params::default()
+    };
+    l.quorum_append(
+        &v.stewards[0],
+        &[&v.stewards[1]],
+        d,
+        Body::ParamChange {
+            params: new.clone(),
+            effective,
+            decision: "assembly 13".into(),
+        },
+    )
+    .unwrap();
+    l.sign_and_append(&v.controller, d.plus(8).unwrap(), Body::DemurrageEpoch)
+        .unwrap();
+    // Today, and a day after the change took effect: the new parameters.
+    assert_eq!(l.params_on(l.today().unwrap()), Some(new.clone()));
+    assert_eq!(l.params_on(effective), Some(new.clone()));
+    // The day before it, and the day the change was decided: the old ones, with the change
+    // still to come.
+    let before = Day(effective.0 - 1);
+    assert_eq!(l.params_on(before), Some(Params::default()));
+    assert_eq!(l.params_on(d), Some(Params::default()));
+    let books = l.books_as_of(before).unwrap().unwrap();
+    assert_eq!(books.today, before);
+    assert_eq!(books.pending_params, vec![(effective, new)]);
+    assert_eq!(l.meter_headroom(Village::member(0), before), Millis(5_000));
+    // Before genesis there are none.
+    assert_eq!(l.params_on(Day(d.0 - 1)), None);
+}
+
+#[test]
 fn a_quorum_entry_dated_the_day_a_quorum_change_takes_effect_needs_the_new_quorum() {
     let (mut l, v) = village(4);
     let d = l.today().unwrap();
