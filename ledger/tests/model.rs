@@ -205,6 +205,8 @@ struct Seen {
     cut_to_ceiling: u32,
     /// Entries refused because their author was revoked.
     revoked_author_refused: u32,
+    /// Entries refused because their recipient (or beneficiary) was revoked.
+    revoked_recipient_refused: u32,
 }
 
 /// The model: the rules written as plainly as possible.
@@ -298,6 +300,23 @@ impl Model {
     }
 }
 
+/// Whether member `a` may sign; if not, an entry of theirs is refused for that reason first.
+fn signer(n: &Model, a: usize, expect: &mut Option<Reject>) -> bool {
+    if !n.active[a] {
+        *expect = Some(Reject::RevokedAuthor(member(a)));
+    }
+    n.active[a]
+}
+
+/// Whether member `b` may receive Communs (only admitted members may); if not, that is the
+/// reason (callers ask only once every earlier check has passed).
+fn recipient(n: &Model, b: usize, expect: &mut Option<Reject>) -> bool {
+    if !n.active[b] {
+        *expect = Some(Reject::RevokedMember(member(b)));
+    }
+    n.active[b]
+}
+
 fn member(i: usize) -> MemberId {
     Village::member(i)
 }
@@ -360,15 +379,6 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
         }
         let date = Day(n.today);
         let mut expect: Option<Reject> = None;
-        // Any entry by a revoked member is refused for that reason first.
-        let mut by = |a: usize, n: &Model| {
-            if n.active[a] {
-                true
-            } else {
-                expect = Some(Reject::RevokedAuthor(member(a)));
-                false
-            }
-        };
         let (expected_ok, entry): (bool, Entry) = match &op {
             Op::Advance(d) => {
                 for _ in 0..*d {
@@ -390,9 +400,9 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                 } else {
                     *amount
                 };
-                let ok = by(*a, &n)
-                    && n.active[*b]
+                let ok = signer(&n, *a, &mut expect)
                     && a != b
+                    && recipient(&n, *b, &mut expect)
                     && n.bal[*a] - amount >= -n.p.credit_limit.0
                     && n.bal[*b] + amount <= n.p.account_ceiling.0;
                 let e = signed(
@@ -414,7 +424,8 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
             }
             Op::Claim(a, b, minutes) => {
                 let amount = i64::from(*minutes) * n.p.per_hour_maintenance.0 / 60;
-                let ok = by(*a, &n) && n.active[*b] && amount > 0;
+                let ok =
+                    signer(&n, *a, &mut expect) && recipient(&n, *b, &mut expect) && amount > 0;
                 let e = signed(
                     &l,
                     member(*a),
@@ -449,7 +460,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                 }
                 let k = c % n.claims.len();
                 let cl = n.claims[k].clone();
-                let ok = by(*a, &n)
+                let ok = signer(&n, *a, &mut expect)
                     && cl.state == St::Open
                     && cl.claimant != Some(*a)
                     && cl.beneficiary != *a
@@ -497,7 +508,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                         reason: "doubt".into(),
                     },
                 );
-                let active = by(*a, &n);
+                let active = signer(&n, *a, &mut expect);
                 if let Some(k) = n.claims.iter().position(|c| c.id == id) {
                     let cl = n.claims[k].clone();
                     let ok = active
@@ -540,7 +551,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                     n.p.per_kwh_shifted.0
                 };
                 let amount = (*wh as i64) * rate / 1000;
-                let ok = n.active[*i]
+                let ok = recipient(&n, *i, &mut expect)
                     && amount > 0
                     && n.meter_today[*i] + amount <= n.p.meter_daily_cap.0;
                 let kind = if *given {
@@ -618,7 +629,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                 (ok, e)
             }
             Op::RotateKey(i) => {
-                let ok = by(*i, &n);
+                let ok = signer(&n, *i, &mut expect);
                 let fresh = key("model-rotated", (*i * 1000 + n.keys[*i].len()) as u32);
                 let e = signed(
                     &l,
@@ -645,7 +656,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                         new_key: used.verifying_key().to_bytes(),
                     },
                 );
-                if by(*i, &n) {
+                if signer(&n, *i, &mut expect) {
                     expect = Some(Reject::KeyInUse);
                 }
                 (false, e)
@@ -666,7 +677,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                         memo: String::new(),
                     },
                 );
-                if by(*i, &n) {
+                if signer(&n, *i, &mut expect) {
                     expect = Some(Reject::BadSignature(member(*i)));
                 }
                 (false, e)
@@ -723,8 +734,10 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                 step,
                 op
             );
-            if matches!(why, Reject::RevokedAuthor(_)) {
-                counts.borrow_mut().seen.revoked_author_refused += 1;
+            match why {
+                Reject::RevokedAuthor(_) => counts.borrow_mut().seen.revoked_author_refused += 1,
+                Reject::RevokedMember(_) => counts.borrow_mut().seen.revoked_recipient_refused += 1,
+                _ => {}
             }
         }
         {
@@ -855,4 +868,5 @@ fn the_ledger_agrees_with_a_plain_model() {
     assert!(c.seen.params_effective >= 20, "{:?}", c.seen);
     assert!(c.seen.cut_to_ceiling >= 10, "{:?}", c.seen);
     assert!(c.seen.revoked_author_refused >= 50, "{:?}", c.seen);
+    assert!(c.seen.revoked_recipient_refused >= 20, "{:?}", c.seen);
 }
