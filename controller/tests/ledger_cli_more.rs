@@ -458,3 +458,66 @@ fn balance_on_a_past_day_replays_the_log_up_to_it() {
         "{err}"
     );
 }
+
+#[test]
+fn parameters_shown_for_a_past_day_are_those_in_effect_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    village(d);
+    ok(
+        d,
+        &[
+            "params",
+            "change",
+            "--effective",
+            "2026-05-01",
+            "--ceiling",
+            "80",
+            "--rate",
+            "5",
+            "--decision",
+            "assembly 2026-04-01 item 2",
+            "--key",
+            "founder.key",
+            "--cosign",
+            "sam.key",
+            "--date",
+            "2026-04-02",
+        ],
+    );
+    // The log moves past the change.
+    ok(
+        d,
+        &[
+            "transfer",
+            "10",
+            "--to",
+            "ben",
+            "--key",
+            "ana.key",
+            "--date",
+            "2026-05-10",
+        ],
+    );
+    let now = ok(d, &["params", "show"]);
+    assert!(now.contains("ceiling              80.000 C"), "{now}");
+    assert!(!now.contains("changing from"), "{now}");
+    let out = ok(d, &["params", "show", "--as-of", "2026-04-15"]);
+    assert!(out.contains("parameters in effect on 2026-04-15"), "{out}");
+    assert!(out.contains("6.000 %/yr (169507 ppb a day)"), "{out}");
+    assert!(out.contains("ceiling              500.000 C"), "{out}");
+    assert!(out.contains("changing from 2026-05-01:"), "{out}");
+    assert!(out.contains("500.000 C -> 80.000 C"), "{out}");
+    let out = ok(d, &["params", "show", "--as-of", "2026-05-01"]);
+    assert!(out.contains("ceiling              80.000 C"), "{out}");
+    assert!(out.contains("5.000 %/yr"), "{out}");
+    // Before the change was decided, nothing was to come.
+    let out = ok(d, &["params", "show", "--as-of", "2026-04-01"]);
+    assert!(out.contains("ceiling              500.000 C"), "{out}");
+    assert!(!out.contains("changing from"), "{out}");
+    let err = refused(d, &["params", "show", "--as-of", "2026-03-31"]);
+    assert!(
+        err.contains("before the ledger began on 2026-04-01"),
+        "{err}"
+    );
+}

@@ -525,18 +525,24 @@ impl<S: Store> Ledger<S> {
         Millis((cap - used).max(0))
     }
 
-    /// The parameters in effect on `date` (as far as the log knows now).
+    /// The parameters in effect on `date`: for a past day, those of that day (changes that
+    /// took effect later do not count); for a later day, including the changes the log has
+    /// scheduled by then. `None` before genesis.
     pub fn params_on(&self, date: Day) -> Option<Params> {
-        self.state
-            .books_as_of(date)
-            .ok()
-            .flatten()
-            .map(|b| b.params)
+        self.books_as_of(date).ok().flatten().map(|b| b.params)
     }
 
-    /// The books advanced to `date` (demurrage caught up), or as of the last entry if earlier.
+    /// The books as they stood at the end of `date`: on or after the log's current day, the
+    /// current books with demurrage caught up to `date`; before it, a replay of the log up to
+    /// `date` (see `balances_on`). `None` before genesis.
     pub fn books_as_of(&self, date: Day) -> Result<Option<Books>, LedgerError> {
-        Ok(self.state.books_as_of(date)?)
+        match self.today() {
+            Some(today) if date < today => {
+                let entries = self.log.iter().map(|e| &e.entry);
+                Ok(state_on(self.site(), entries, date)?.books_as_of(date)?)
+            }
+            _ => Ok(self.state.books_as_of(date)?),
+        }
     }
 
     /// Every account's balance as of `date` (default: the log's current day). A date before
@@ -582,6 +588,15 @@ pub fn balances_on<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
     date: Day,
 ) -> Result<Option<Balances>, Reject> {
+    balances_of(&state_on(site, entries, date)?, date)
+}
+
+/// The state after every entry of `entries` (a site's log, in order) dated on or before `date`.
+fn state_on<'a>(
+    site: &str,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    date: Day,
+) -> Result<State, Reject> {
     let mut state = State::new(site);
     for e in entries {
         // Dates never go back in a log, so the first later entry ends the replay.
@@ -590,7 +605,7 @@ pub fn balances_on<'a>(
         }
         state.apply(e)?;
     }
-    balances_of(&state, date)
+    Ok(state)
 }
 
 /// The balances view of `state` with its books advanced to `date` (or as of its last entry,

@@ -496,8 +496,6 @@ impl State {
             return Err(Reject::BadSignature(u.author));
         }
         check_role(author.role, &u.body)?;
-        let needed = self.quorum_needed();
-        check_cosigners(&self.members, needed, &mut self.deferred, e, &msg)?;
         check_sizes(&u.body)?;
 
         let today = self.books.as_ref().map_or(u.date, |b| b.today);
@@ -526,6 +524,10 @@ impl State {
             (None, Some(b)) => b,
             (None, None) => return Err(Reject::NotGenesis),
         };
+        // The quorum of the entry's own day: a change of `steward_quorum` taking effect on it
+        // (applied by the advance above) counts.
+        let needed = quorum_for(&books.params, &self.members);
+        check_cosigners(&self.members, needed, &mut self.deferred, e, &msg)?;
         let just_closed: HashMap<Hash, Closed> = events.iter().filter_map(closed_by).collect();
         let closed = Closes {
             before: &self.closed,
@@ -605,18 +607,22 @@ impl State {
         })
     }
 
-    fn active_stewards(&self) -> u32 {
-        self.members
-            .iter()
-            .filter(|m| m.active && m.role == Role::Steward)
-            .count() as u32
-    }
-
-    /// Quorum needed now: the parameter, capped at the number of active stewards.
+    /// Quorum needed now (for an entry dated the log's current day): the parameter, capped at
+    /// the number of active stewards.
     pub fn quorum_needed(&self) -> u32 {
-        let q = self.books.as_ref().map_or(1, |b| b.params.steward_quorum);
-        q.min(self.active_stewards()).max(1)
+        self.books
+            .as_ref()
+            .map_or(1, |b| quorum_for(&b.params, &self.members))
     }
+}
+
+/// Quorum needed under `params`: the parameter, capped at the number of active stewards.
+fn quorum_for(params: &Params, members: &[Member]) -> u32 {
+    let stewards = members
+        .iter()
+        .filter(|m| m.active && m.role == Role::Steward)
+        .count() as u32;
+    params.steward_quorum.min(stewards).max(1)
 }
 
 fn check_cosigners(

@@ -941,3 +941,112 @@ fn balances_for_a_past_date_replay_the_log_up_to_that_date() {
         2
     );
 }
+
+#[test]
+fn parameters_asked_for_a_past_day_are_those_of_that_day_not_of_a_later_change() {
+    let (mut l, v) = village(4);
+    let d = l.today().unwrap();
+    let effective = d.plus(5).unwrap();
+    let new = Params {
+        account_ceiling: Millis(80_000),
+        meter_daily_cap: Millis(9_000),
+        ..Params::default()
+    };
+    l.quorum_append(
+        &v.stewards[0],
+        &[&v.stewards[1]],
+        d,
+        Body::ParamChange {
+            params: new.clone(),
+            effective,
+            decision: "assembly 13".into(),
+        },
+    )
+    .unwrap();
+    l.sign_and_append(&v.controller, d.plus(8).unwrap(), Body::DemurrageEpoch)
+        .unwrap();
+    // Today, and a day after the change took effect: the new parameters.
+    assert_eq!(l.params_on(l.today().unwrap()), Some(new.clone()));
+    assert_eq!(l.params_on(effective), Some(new.clone()));
+    // The day before it, and the day the change was decided: the old ones, with the change
+    // still to come.
+    let before = Day(effective.0 - 1);
+    assert_eq!(l.params_on(before), Some(Params::default()));
+    assert_eq!(l.params_on(d), Some(Params::default()));
+    let books = l.books_as_of(before).unwrap().unwrap();
+    assert_eq!(books.today, before);
+    assert_eq!(books.pending_params, vec![(effective, new)]);
+    assert_eq!(l.meter_headroom(Village::member(0), before), Millis(5_000));
+    // Before genesis there are none.
+    assert_eq!(l.params_on(Day(d.0 - 1)), None);
+}
+
+#[test]
+fn a_quorum_entry_dated_the_day_a_quorum_change_takes_effect_needs_the_new_quorum() {
+    let (mut l, v) = village(4);
+    let d = l.today().unwrap();
+    let effective = d.plus(2).unwrap();
+    let change = |quorum| Body::ParamChange {
+        params: Params {
+            steward_quorum: quorum,
+            ..Params::default()
+        },
+        effective,
+        decision: "assembly 14".into(),
+    };
+    l.quorum_append(&v.stewards[0], &[&v.stewards[1]], d, change(3))
+        .unwrap();
+    // Dated the effective day while the log is still on `d`: two signers are no longer enough.
+    let revoke = Body::Revoke {
+        member: Village::member(3),
+        reason: "moved away".into(),
+    };
+    let two = l.quorum_append(&v.stewards[0], &[&v.stewards[1]], effective, revoke.clone());
+    assert_eq!(
+        rejected(two),
+        Reject::NoQuorum {
+            kind: "revoke",
+            needed: 3,
+            got: 2
+        }
+    );
+    assert_eq!(
+        l.today(),
+        Some(d),
+        "a refused entry leaves the day as it was"
+    );
+    l.quorum_append(
+        &v.stewards[0],
+        &[&v.stewards[1], &v.stewards[2]],
+        effective,
+        revoke,
+    )
+    .unwrap();
+    // And the other way: lowered to one from a later day, the founder alone suffices on it.
+    let later = effective.plus(2).unwrap();
+    l.quorum_append(
+        &v.stewards[0],
+        &[&v.stewards[1], &v.stewards[2]],
+        effective,
+        Body::ParamChange {
+            params: Params {
+                steward_quorum: 1,
+                ..Params::default()
+            },
+            effective: later,
+            decision: "assembly 15".into(),
+        },
+    )
+    .unwrap();
+    l.quorum_append(
+        &v.stewards[0],
+        &[],
+        later,
+        Body::Revoke {
+            member: Village::member(2),
+            reason: "moved away".into(),
+        },
+    )
+    .unwrap();
+    conserved(&l);
+}

@@ -224,7 +224,8 @@ enum PoolCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 enum ParamsCommand {
-    /// The parameters in effect on a day (default today), and changes still to come.
+    /// The parameters in effect on a day (default today; a past day replays the log up to it),
+    /// and the changes then still to come.
     Show {
         #[arg(long, value_name = "DATE")]
         as_of: Option<String>,
