@@ -21,6 +21,12 @@ pub struct SiteModel {
 /// sky all day) left the clinic short more often than the whole night did.
 pub const SUN_CHARGE_COUNTED: f64 = 0.3;
 
+/// Share of clear-sky PV a grey day still gives (the replay's cloudy weather): the health
+/// reserve carries the health tier from when the sun at this share no longer covers it in the
+/// evening to when it covers it again in the morning, not only from sunset to sunrise (at dawn
+/// the panels give next to nothing for an hour or more).
+pub const GREY_SKY_SHARE: f64 = 0.3;
+
 /// A forecast per step, as the core made it with its plan: PV and uncontrolled consumption.
 #[derive(Debug, Clone, Copy)]
 pub struct DayForecast<'a> {
@@ -156,8 +162,8 @@ impl SiteModel {
     /// they drain the same battery. Without coordinates, 12 hours are assumed.
     pub fn health_reserve_wh(&self, now: DateTime<Utc>) -> f64 {
         let r = &self.config.assembly.health_reserve;
-        let hours = self.hours_to_sunrise(now);
         let watts = self.health_watts() + self.unswitchable_watts();
+        let hours = self.hours_without_sun(now, watts);
         let need = watts * hours * (1.0 + r.margin.0 / 100.0);
         need.max(r.min.0)
     }
@@ -252,10 +258,51 @@ impl SiteModel {
         (wh * eff, b.usable().0.max(0.0) * b.discharge_efficiency)
     }
 
-    /// Hours of darkness the battery must carry the health tier through: from now (or from
-    /// the coming sunset, in daylight) to the next sunrise. In daylight the coming night is
-    /// counted, so lower tiers cannot drain the reserve in the late afternoon. Without
-    /// coordinates, 12 hours are assumed.
+    /// Hours the battery must carry `watts` without the sun: from now (or, while a grey sky
+    /// still covers them, from when it no longer does) to when it covers them again, a grey sky
+    /// being [`GREY_SKY_SHARE`] of clear-sky PV. In daylight the coming night is counted, so
+    /// lower tiers cannot drain the reserve in the late afternoon; in the early morning, before
+    /// the sun covers them, the hours until it does and the coming night. Where the panels
+    /// cannot cover `watts` even at noon, from sunset to sunrise; without coordinates, 12 hours.
+    pub fn hours_without_sun(&self, now: DateTime<Utc>, watts: f64) -> f64 {
+        let Some(place) = self.place() else {
+            return 12.0;
+        };
+        let arrays = self.arrays();
+        let covered =
+            |t: DateTime<Utc>| solar::clear_sky_watts(place, &arrays, t) * GREY_SKY_SHARE >= watts;
+        let step = Duration::minutes(10);
+        let find = |from: DateTime<Utc>, want: bool| {
+            (1..=2 * 144)
+                .map(|i| from + step * i)
+                .find(|t| covered(*t) == want)
+        };
+        let hours = |from: DateTime<Utc>, to: DateTime<Utc>| {
+            (to - from).num_seconds().max(0) as f64 / 3600.0
+        };
+        // The night that follows a moment the sun covers the load.
+        let night_after = |t: DateTime<Utc>| {
+            let from = find(t, false)?;
+            Some(hours(from, find(from, true)?))
+        };
+        let got = if covered(now) {
+            night_after(now)
+        } else {
+            find(now, true).and_then(|cover| {
+                let morning = self.coming_sunset(now).is_some_and(|sunset| cover < sunset);
+                if morning {
+                    Some(hours(now, cover) + night_after(cover)?)
+                } else {
+                    Some(hours(now, cover))
+                }
+            })
+        };
+        // Never covered within two days (or a polar day): from sunset to sunrise.
+        got.unwrap_or_else(|| self.hours_to_sunrise(now))
+    }
+
+    /// Hours of darkness: from now (or from the coming sunset, in daylight) to the next
+    /// sunrise. Without coordinates, 12 hours.
     pub fn hours_to_sunrise(&self, now: DateTime<Utc>) -> f64 {
         let Some(place) = self.place() else {
             return 12.0;
@@ -401,19 +448,27 @@ mod tests {
         let m = village();
         // Kalinzu is near the equator, UTC+3: 22:00 local is 19:00 UTC; sunrise near 06:40 local.
         let night = "2026-03-01T19:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        let hours = m.hours_to_sunrise(night);
-        assert!((8.0..9.5).contains(&hours), "{hours}");
+        let dark = m.hours_to_sunrise(night);
+        assert!((8.0..9.5).contains(&dark), "{dark}");
         // The telecom mast (measured only, 250 W) drains the battery all night too.
         assert_eq!(m.unswitchable_watts(), 250.0);
-        let expected = (m.health_watts() + m.unswitchable_watts())
-            * hours
-            * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
+        let watts = m.health_watts() + m.unswitchable_watts();
+        // Until a grey sky covers the clinic and the mast: well after sunrise, not hours after.
+        let hours = m.hours_without_sun(night, watts);
+        assert!(
+            hours > dark + 0.3 && hours < dark + 2.5,
+            "{hours} h without sun, {dark} h of darkness"
+        );
+        let expected = watts * hours * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
         let got = m.health_reserve_wh(night);
         assert!((got - expected.max(m.assembly().health_reserve.min.0)).abs() < 1e-6);
-        // At noon the coming night is counted: close to twelve hours at the equator.
+        // At noon the coming night is counted: close to twelve hours of darkness at the
+        // equator, and the dusk and dawn hours the grey sky does not cover.
         let noon = "2026-03-01T09:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        let night = m.hours_to_sunrise(noon);
-        assert!((11.0..13.0).contains(&night), "{night}");
+        let night = m.hours_without_sun(noon, watts);
+        assert!((12.5..16.0).contains(&night), "{night}");
+        // Panels that never cover the load: darkness only.
+        assert_eq!(m.hours_without_sun(noon, 1e9), m.hours_to_sunrise(noon));
         assert!(m.health_reserve_wh(noon) > m.assembly().health_reserve.min.0);
     }
 
@@ -490,9 +545,9 @@ mod tests {
             uncontrolled_watts: &unc,
         };
         let mut last = 0.0;
-        for hhmm in [
-            "07:30", "10:00", "13:00", "15:00", "16:30", "17:30", "18:15", "18:45",
-        ] {
+        // (Until the grey sky stops covering the clinic and the mast, late in the afternoon:
+        // from then on the night is under way and what is left of it shrinks.)
+        for hhmm in ["07:30", "10:00", "13:00", "15:00", "16:30", "17:15"] {
             let at = local(hhmm);
             let r = m.health_reserve_with_sun_wh(at, at, &f);
             assert!(r >= last - 1e-6, "{hhmm}: {r} under {last}");
@@ -501,6 +556,11 @@ mod tests {
         // An hour before sunset little sun is left to count.
         let late = local("17:45");
         assert!(m.health_reserve_with_sun_wh(late, late, &f) >= 0.85 * m.health_reserve_wh(late));
+        let (dusk, later) = (local("18:15"), local("18:45"));
+        assert!(
+            m.health_reserve_with_sun_wh(later, later, &f)
+                < m.health_reserve_with_sun_wh(dusk, dusk, &f)
+        );
         // After sunset: the night, as before.
         let dark = local("19:45");
         assert!(m.coming_sunset(dark).is_none());
