@@ -459,11 +459,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let mut l = open(&db)?;
             let member = member_ref(&l, &member)?;
-            let author = read_key(&signer.key)?;
-            let cosigners = read_cosigners(&l, &cosign)?;
-            let refs: Vec<&SigningKey> = cosigners.iter().collect();
-            let date = date_or_today(signer.date.as_deref())?;
-            let r = l.quorum_append(&author, &refs, date, Body::Revoke { member, reason })?;
+            let r = append_by_quorum(&mut l, &signer, &cosign, Body::Revoke { member, reason })?;
             println!(
                 "revoked {}; entry {} ({})",
                 name_of(&l, member),
@@ -595,14 +591,10 @@ fn pool(db: &Path, command: PoolCommand) -> anyhow::Result<ExitCode> {
         } => {
             let to = member_ref(&l, &to)?;
             let amount = Millis::parse(&amount)?;
-            let author = read_key(&signer.key)?;
-            let cosigners = read_cosigners(&l, &cosign)?;
-            let refs: Vec<&SigningKey> = cosigners.iter().collect();
-            let date = date_or_today(signer.date.as_deref())?;
-            let r = l.quorum_append(
-                &author,
-                &refs,
-                date,
+            let r = append_by_quorum(
+                &mut l,
+                &signer,
+                &cosign,
                 Body::PoolGrant {
                     to,
                     amount,
@@ -624,11 +616,12 @@ fn pool(db: &Path, command: PoolCommand) -> anyhow::Result<ExitCode> {
             signer,
         } => {
             let amount = Millis::parse(&amount)?;
-            let author = read_key(&signer.key)?;
-            let cosigners = read_cosigners(&l, &cosign)?;
-            let refs: Vec<&SigningKey> = cosigners.iter().collect();
-            let date = date_or_today(signer.date.as_deref())?;
-            let r = l.quorum_append(&author, &refs, date, Body::PoolExpiry { amount, decision })?;
+            let r = append_by_quorum(
+                &mut l,
+                &signer,
+                &cosign,
+                Body::PoolExpiry { amount, decision },
+            )?;
             let left = l.balances(None)?.map_or(Millis::ZERO, |b| b.pool);
             println!(
                 "retired {amount} C from the pool for good; it holds {left} C (entry {}, {})",
@@ -679,14 +672,10 @@ fn params(db: &Path, command: ParamsCommand) -> anyhow::Result<ExitCode> {
                 .context("the ledger is empty")?
                 .params;
             let params = changed_params(&base, &changes)?;
-            let author = read_key(&signer.key)?;
-            let cosigners = read_cosigners(&l, &cosign)?;
-            let refs: Vec<&SigningKey> = cosigners.iter().collect();
-            let date = date_or_today(signer.date.as_deref())?;
-            let r = l.quorum_append(
-                &author,
-                &refs,
-                date,
+            let r = append_by_quorum(
+                &mut l,
+                &signer,
+                &cosign,
                 Body::ParamChange {
                     params: params.clone(),
                     effective,
@@ -782,6 +771,21 @@ fn before_genesis<S: Store>(l: &Ledger<S>, date: Day) -> String {
 }
 
 /// Reads co-signing stewards' key files; each must be a member's current key.
+/// Signs `body` with the signer's key and the co-signers' (each a member's) and appends it,
+/// dated as the signer asks.
+fn append_by_quorum<S: Store>(
+    l: &mut Ledger<S>,
+    signer: &Signer,
+    cosign: &[PathBuf],
+    body: Body,
+) -> anyhow::Result<communalia_ledger::Receipt> {
+    let author = read_key(&signer.key)?;
+    let cosigners = read_cosigners(l, cosign)?;
+    let refs: Vec<&SigningKey> = cosigners.iter().collect();
+    let date = date_or_today(signer.date.as_deref())?;
+    Ok(l.quorum_append(&author, &refs, date, body)?)
+}
+
 fn read_cosigners<S: Store>(l: &Ledger<S>, paths: &[PathBuf]) -> anyhow::Result<Vec<SigningKey>> {
     paths
         .iter()
