@@ -125,6 +125,47 @@ pub struct Core {
     /// Energy each load with a daily need got today (local day number, watt-hours by load).
     delivered: (i64, BTreeMap<String, f64>),
     external_pv: Option<ExternalForecast>,
+    /// With deferred planning, the plan job waiting to be taken by the runtime, and when the
+    /// one being solved was asked for (no new one is asked meanwhile).
+    deferred: Option<Deferred>,
+}
+
+/// Deferred planning: the runtime solves the horizon plan off the control loop.
+#[derive(Debug, Default)]
+struct Deferred {
+    job: Option<PlanJob>,
+    asked_at: Option<DateTime<Utc>>,
+    /// Bumped whenever what a plan is made from changes (assembly, external forecast), so a
+    /// plan solved from older inputs is not installed.
+    generation: u64,
+}
+
+/// Everything the horizon plan is made from; [`PlanJob::solve`] is the heavy part (the LP),
+/// pure, and may run on another thread.
+#[derive(Debug, Clone)]
+pub struct PlanJob {
+    now: DateTime<Utc>,
+    input: planner::HorizonInput,
+    pv: Vec<f64>,
+    uncontrolled: Vec<f64>,
+    reserve_pv: Vec<f64>,
+    reserve_share: f64,
+    generation: u64,
+}
+
+/// A solved [`PlanJob`], for [`Core::install_plan`].
+#[derive(Debug)]
+pub struct SolvedPlan {
+    job: PlanJob,
+    plan: planner::HorizonPlan,
+}
+
+impl PlanJob {
+    /// Solves the horizon plan (tens of milliseconds to a few hundred on a small board).
+    pub fn solve(self) -> SolvedPlan {
+        let plan = planner::plan_horizon(&self.input);
+        SolvedPlan { job: self, plan }
+    }
 }
 
 impl Core {
@@ -148,6 +189,49 @@ impl Core {
             last_at: None,
             delivered: (i64::MIN, BTreeMap::new()),
             external_pv: None,
+            deferred: None,
+        }
+    }
+
+    /// Plans off the control loop: when a plan is due, [`Core::step`] leaves a [`PlanJob`] for
+    /// [`Core::take_plan_job`] instead of solving it, and the plan in force stays until the
+    /// solved one is given back with [`Core::install_plan`]. (The what-if replay and the tests
+    /// plan inline, in the step, so a replay is deterministic.)
+    pub fn with_deferred_planning(mut self) -> Self {
+        self.deferred = Some(Deferred::default());
+        self
+    }
+
+    /// The plan job the last step asked for, if any (deferred planning).
+    pub fn take_plan_job(&mut self) -> Option<PlanJob> {
+        self.deferred.as_mut()?.job.take()
+    }
+
+    /// Puts a solved plan in force, unless what it was made from has changed since (then the
+    /// next step asks for a new one).
+    pub fn install_plan(&mut self, solved: SolvedPlan) {
+        if let Some(d) = self.deferred.as_mut() {
+            d.asked_at = None;
+            if solved.job.generation != d.generation {
+                return;
+            }
+        }
+        let SolvedPlan { job, plan } = solved;
+        self.plan = Some(plan);
+        self.plan_pv = job.pv;
+        self.plan_uncontrolled = job.uncontrolled;
+        self.reserve_pv = job.reserve_pv;
+        self.reserve_share = job.reserve_share;
+        self.plan_at = Some(job.now);
+    }
+
+    /// What a plan is made from changed: the plan in force is redone at the next step.
+    fn invalidate_plan(&mut self) {
+        self.plan_at = None;
+        if let Some(d) = self.deferred.as_mut() {
+            d.generation += 1;
+            d.job = None;
+            d.asked_at = None;
         }
     }
 
@@ -177,14 +261,14 @@ impl Core {
     pub fn set_assembly(&mut self, assembly: cfg::Assembly) {
         Arc::make_mut(&mut self.model).config.assembly = assembly;
         self.assembly_errors.clear();
-        self.plan_at = None;
+        self.invalidate_plan();
     }
 
     /// An external PV forecast: where it covers the plan it replaces the local solar model.
     /// The plan is redone at the next step.
     pub fn set_external_pv(&mut self, forecast: ExternalForecast) {
         self.external_pv = Some(forecast);
-        self.plan_at = None;
+        self.invalidate_plan();
     }
 
     /// A rejected assembly file: the one in force stays, its errors are shown.
@@ -489,6 +573,13 @@ impl Core {
     /// the health reserve counted (its share of clear sky moved by a tenth or more): the
     /// per-step reserve and the charging it asks depend on it (at most once a minute then).
     fn plan_due(&self, now: DateTime<Utc>) -> bool {
+        // A plan being solved off the loop: not again meanwhile (unless it was lost: a minute).
+        if let Some(asked) = self.deferred.as_ref().and_then(|d| d.asked_at)
+            && now >= asked
+            && now - asked < Duration::minutes(1)
+        {
+            return false;
+        }
         self.plan_at.is_none_or(|at| {
             now - at >= self.plan_every
                 || now < at
@@ -571,6 +662,8 @@ impl Core {
     /// before any load below the health tier; with the sun counted, the floor rises through
     /// the day to the whole night at sunset, and the plan charges enough to follow it while the
     /// rest of the sun serves the loads. At night the reserve is as before.
+    ///
+    /// With deferred planning the solve is left as a [`PlanJob`] for the runtime.
     pub fn refresh_plan(&mut self, now: DateTime<Utc>, soc: Option<f64>, uncontrolled: f64) {
         let step = Duration::minutes(i64::from(PLAN_STEP_MINUTES));
         let peak = self.model.pv_peak_watts();
@@ -654,12 +747,25 @@ impl Core {
             loads: planner::HorizonLoad::from_priorities(&priorities),
             max_lp_variables: 20_000,
         };
-        self.plan = Some(planner::plan_horizon(&input));
-        self.plan_pv = pv;
-        self.plan_uncontrolled = uncontrolled_forecast;
-        self.reserve_pv = reserve_pv;
-        self.reserve_share = share;
-        self.plan_at = Some(now);
+        let job = PlanJob {
+            now,
+            input,
+            pv,
+            uncontrolled: uncontrolled_forecast,
+            reserve_pv,
+            reserve_share: share,
+            generation: self.deferred.as_ref().map_or(0, |d| d.generation),
+        };
+        match self.deferred.as_mut() {
+            Some(d) => {
+                d.asked_at = Some(now);
+                d.job = Some(job);
+            }
+            None => {
+                let solved = job.solve();
+                self.install_plan(solved);
+            }
+        }
     }
 
     /// The site's local day number (days since 1970-01-01 at the site's UTC offset).
@@ -811,6 +917,55 @@ mod tests {
 
     fn is_on(out: &Outcome, id: &str) -> bool {
         out.state.loads.iter().any(|l| l.id == id && l.on)
+    }
+
+    #[test]
+    fn a_deferred_plan_is_the_inline_plan_and_only_the_latest_inputs_take_effect() {
+        let m = village();
+        let at = local("09:00");
+        let img = image(&m, at, 4000.0, 50.0, &[]);
+        let mut inline = Core::new(m.clone(), false);
+        inline.step(&img);
+        assert_eq!(inline.plan_made_at(), Some(at));
+        assert!(
+            inline.take_plan_job().is_none(),
+            "inline planning leaves no job"
+        );
+
+        let mut deferred = Core::new(m.clone(), false).with_deferred_planning();
+        deferred.step(&img);
+        assert_eq!(
+            deferred.plan_made_at(),
+            None,
+            "solved off the loop, not in the step"
+        );
+        let job = deferred.take_plan_job().expect("a plan job");
+        // While it is being solved, the next cycles do not ask again.
+        deferred.step(&image(&m, at + Duration::seconds(2), 4000.0, 50.0, &[]));
+        assert!(deferred.take_plan_job().is_none());
+        deferred.install_plan(job.solve());
+        assert_eq!(deferred.plan_made_at(), Some(at));
+        assert_eq!(deferred.plan_view(), inline.plan_view());
+
+        // A plan solved from the assembly before a new one is dropped; a new one is asked for.
+        let t = at + Duration::minutes(6);
+        deferred.step(&image(&m, t, 4000.0, 50.0, &[]));
+        let stale = deferred
+            .take_plan_job()
+            .expect("due again after five minutes");
+        deferred.set_assembly(m.assembly().clone());
+        deferred.install_plan(stale.solve());
+        assert_eq!(
+            deferred.plan_made_at(),
+            None,
+            "a plan from before the new assembly"
+        );
+        deferred.step(&image(&m, t + Duration::seconds(2), 4000.0, 50.0, &[]));
+        let fresh = deferred
+            .take_plan_job()
+            .expect("asked again with the new assembly");
+        deferred.install_plan(fresh.solve());
+        assert_eq!(deferred.plan_made_at(), Some(t + Duration::seconds(2)));
     }
 
     #[test]

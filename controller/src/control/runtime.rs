@@ -11,7 +11,7 @@ use communalia_config as cfg;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::core::{Action, Command, Core, Outcome};
+use super::core::{Action, Command, Core, Outcome, SolvedPlan};
 use super::credits::Credits;
 use super::io::{self, Clock, Loads};
 use super::model::SiteModel;
@@ -33,6 +33,8 @@ pub enum Event {
     Assembly(Result<cfg::Assembly, Vec<String>>),
     /// An external PV forecast arrived (file or MQTT topic), or why it was refused.
     Forecast(Result<ExternalForecast, String>),
+    /// A horizon plan solved off the loop.
+    Plan(Box<SolvedPlan>),
     Shutdown,
 }
 
@@ -133,7 +135,9 @@ pub async fn start(
         // Health plugs come back on after a power cut, even with the controller dead.
         tokio::spawn(async move { loads.set_fail_safes(|id| m.is_health(id)).await });
     }
-    let mut core = Core::new(model, opts.dry_run);
+    // The horizon plan (an LP: tens of milliseconds, more on a small board) is solved on a
+    // blocking thread, so a cycle never waits for it.
+    let mut core = Core::new(model, opts.dry_run).with_deferred_planning();
     if let Some(path) = &opts.profile_file {
         match std::fs::read_to_string(path) {
             Ok(text) => match LoadProfile::from_json(&text) {
@@ -189,6 +193,7 @@ pub async fn start(
             let _ = events_tx.send(Event::Shutdown).await;
         });
     }
+    let plans_tx = events_tx.clone();
     let interval = site.interval;
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -216,6 +221,12 @@ pub async fn start(
                     let image =
                         io::snapshot(opts.clock.now(), &pollers, loads.as_deref(), &lock(&faults));
                     let mut outcome = core.step(&image);
+                    if let Some(job) = core.take_plan_job() {
+                        let tx = plans_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.blocking_send(Event::Plan(Box::new(job.solve())));
+                        });
+                    }
                     log_changes(&outcome, &mut previous);
                     if let Some(loads) = &loads {
                         dispatch(&mut outcome, loads, &faults, &in_flight);
@@ -292,6 +303,7 @@ pub async fn start(
                 Event::Forecast(Err(e)) => {
                     tracing::warn!("external PV forecast refused, local model kept: {e}");
                 }
+                Event::Plan(solved) => core.install_plan(*solved),
                 Event::Shutdown => break,
             }
         }
