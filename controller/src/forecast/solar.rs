@@ -169,8 +169,13 @@ pub fn next_sunrise(place: Place, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
 #[derive(Debug, Clone)]
 pub struct Calibration {
     window: Duration,
-    samples: std::collections::VecDeque<(DateTime<Utc>, f64, f64)>,
+    /// Per minute: (minute, measured watts, clear-sky watts, minutes it stands for).
+    samples: std::collections::VecDeque<(DateTime<Utc>, f64, f64, f64)>,
 }
+
+/// A sample stands for the minutes since the one before, at most this many (a gap longer than
+/// that is a silent inverter, which tells nothing).
+const SAMPLE_SPAN_MAX_MINUTES: f64 = 15.0;
 
 impl Calibration {
     pub fn new(window: Duration) -> Self {
@@ -190,17 +195,25 @@ impl Calibration {
                 .and_then(|x| x.with_nanosecond(0))
                 .unwrap_or(t);
             match self.samples.back_mut() {
-                Some((last, ms, cs)) if *last == minute => {
+                Some((last, ms, cs, _)) if *last == minute => {
                     *ms = ms.max(m);
                     *cs = cs.max(clear_sky);
                 }
-                _ => self.samples.push_back((minute, m, clear_sky)),
+                back => {
+                    // Cycles further apart than a minute (a slow cycle, or accelerated time)
+                    // each stand for the minutes between them.
+                    let span = back.map_or(1.0, |(last, ..)| {
+                        ((minute - *last).num_seconds() as f64 / 60.0)
+                            .clamp(1.0, SAMPLE_SPAN_MAX_MINUTES)
+                    });
+                    self.samples.push_back((minute, m, clear_sky, span));
+                }
             }
         }
         while self
             .samples
             .front()
-            .is_some_and(|(s, _, _)| t - *s > self.window)
+            .is_some_and(|(s, ..)| t - *s > self.window)
         {
             self.samples.pop_front();
         }
@@ -212,8 +225,10 @@ impl Calibration {
         let (m, c): (f64, f64) = self
             .samples
             .iter()
-            .fold((0.0, 0.0), |(m, c), (_, ms, cs)| (m + ms, c + cs));
-        // Sums are of per-minute watts: watt-minutes.
+            .fold((0.0, 0.0), |(m, c), (_, ms, cs, w)| {
+                (m + ms * w, c + cs * w)
+            });
+        // Sums are of watts times the minutes they stand for: watt-minutes.
         (c >= 0.1 * peak_watts * 30.0 && c > 0.0).then(|| (m / c).clamp(0.0, 1.2))
     }
 }
@@ -374,6 +389,31 @@ mod tests {
             c.samples.len() <= 181,
             "one sample per minute over the window"
         );
+    }
+
+    #[test]
+    fn samples_far_apart_count_for_the_minutes_between_them() {
+        // Cycles 7.5 site minutes apart (accelerated time, or a slow board): 45 minutes of a
+        // fifth of peak is enough sun to say, as it is with a sample every minute.
+        let (mut sparse, mut dense) = (
+            Calibration::new(Duration::hours(2)),
+            Calibration::new(Duration::hours(2)),
+        );
+        let start = utc(2026, 3, 20, 7, 0);
+        for s in 0..7 {
+            sparse.record(start + Duration::seconds(450 * s), Some(1_000.0), 2_000.0);
+        }
+        for m in 0..46 {
+            dense.record(start + Duration::minutes(m), Some(1_000.0), 2_000.0);
+        }
+        assert!((dense.factor(10_000.0).unwrap() - 0.5).abs() < 1e-9);
+        assert!((sparse.factor(10_000.0).unwrap() - 0.5).abs() < 1e-9);
+        // A long silence in between counts for at most a quarter hour.
+        let mut gap = Calibration::new(Duration::hours(3));
+        gap.record(start, Some(0.0), 2_000.0);
+        gap.record(start + Duration::hours(2), Some(2_000.0), 2_000.0);
+        let f = gap.factor(100.0).unwrap();
+        assert!((f - 15.0 / 16.0).abs() < 1e-9, "{f}");
     }
 
     #[test]
