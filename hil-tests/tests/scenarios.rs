@@ -18,8 +18,8 @@ use communalia_ledger::{Day, Ledger, SqliteStore};
 mod records_support;
 use records_support::Victoria;
 
-/// One line per state, for the test log.
-fn trace(states: &[Arc<StateView>]) {
+/// One line per state, for the test log, with the reason of each load of `why` that is off.
+fn trace(states: &[Arc<StateView>], why: &[&str]) {
     for s in states {
         let on: Vec<&str> = s
             .loads
@@ -28,17 +28,22 @@ fn trace(states: &[Arc<StateView>]) {
             .map(|l| l.id.as_str())
             .collect();
         eprintln!(
-            "{:5.2} pv={:>6.0} soc={:>5.1} avail={:>6.0} {:?} on={}",
+            "{:5.2} pv={:>6.0} use={:>6.0} soc={:>5.1} avail={:>6.0} {:?} on={}",
             local_hour(s),
             s.pv_watts.unwrap_or(-1.0),
-            s.battery
-                .as_ref()
-                .and_then(|b| b.soc_percent)
-                .unwrap_or(-1.0),
+            s.consumption_watts.unwrap_or(-1.0),
+            soc(s).unwrap_or(-1.0),
             s.available_watts,
             s.grid_state,
             on.join(",")
         );
+        for l in s
+            .loads
+            .iter()
+            .filter(|l| !l.on && why.contains(&l.id.as_str()))
+        {
+            eprintln!("      {}: {}", l.id, l.reason);
+        }
     }
 }
 
@@ -61,7 +66,7 @@ async fn sunny_day_runs_deferrable_loads_in_surplus_and_fills_the_battery() {
     h.wait_until(local("2026-03-02", "16:00")).await;
     let p = h.state();
     let states = h.states();
-    trace(&states);
+    trace(&states, &[]);
     eprintln!("plan diagnostics: {:?}", p.plan.diagnostics);
     // The water pump (6 kWh before 20:00) runs in the sunny hours: never on the battery alone
     // in the early morning, and mostly around midday.
@@ -133,7 +138,7 @@ async fn sunny_morning_after_a_night_on_battery_serves_the_cold_room_and_refills
         .unwrap();
     h.wait_until(local("2026-03-02", "18:30")).await;
     let states = h.states();
-    trace_morning(&states);
+    trace(&states, &["cold_room"]);
     let health = communalia_hil_tests::health_loads(&h.config);
     for s in &states[1..] {
         for id in &health {
@@ -191,31 +196,6 @@ async fn sunny_morning_after_a_night_on_battery_serves_the_cold_room_and_refills
     h.finish().await;
 }
 
-/// One line per state with the consumption and, when cut, the cold room's reason.
-fn trace_morning(states: &[Arc<StateView>]) {
-    for s in states {
-        let on: Vec<&str> = s
-            .loads
-            .iter()
-            .filter(|l| l.on)
-            .map(|l| l.id.as_str())
-            .collect();
-        eprintln!(
-            "{:5.2} pv={:>6.0} use={:>6.0} soc={:>5.1} avail={:>6.0} {:?} on={}",
-            local_hour(s),
-            s.pv_watts.unwrap_or(-1.0),
-            s.consumption_watts.unwrap_or(-1.0),
-            soc(s).unwrap_or(-1.0),
-            s.available_watts,
-            s.grid_state,
-            on.join(",")
-        );
-        if let Some(cold) = s.loads.iter().find(|l| l.id == "cold_room" && !l.on) {
-            eprintln!("      cold room: {}", cold.reason);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
     // 2026-03-04 is a grey day. The battery inverter gives at most 3 kW: after sunset the homes
@@ -229,7 +209,7 @@ async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
     .unwrap();
     h.wait_until(local("2026-03-04", "21:30")).await;
     let states = h.states();
-    trace(&states);
+    trace(&states, &[]);
     let tier: Vec<String> = h
         .config
         .assembly
@@ -364,7 +344,7 @@ async fn night_on_battery_keeps_the_health_reserve_for_the_health_tier() {
         .unwrap();
     h.wait_until(local("2026-03-03", "06:45")).await;
     let states = h.states();
-    trace(&states);
+    trace(&states, &[]);
     let health = health(&h);
     let model = communalia::control::model::SiteModel::new(h.config.clone());
     let battery = h.config.site.battery.clone().unwrap();
