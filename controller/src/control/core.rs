@@ -138,6 +138,8 @@ struct Deferred {
     /// Bumped whenever what a plan is made from changes (assembly, external forecast), so a
     /// plan solved from older inputs is not installed.
     generation: u64,
+    /// The plan in force was made from inputs that have changed since: a new one is due.
+    stale: bool,
 }
 
 /// Everything the horizon plan is made from; [`PlanJob::solve`] is the heavy part (the LP),
@@ -215,6 +217,7 @@ impl Core {
             if solved.job.generation != d.generation {
                 return;
             }
+            d.stale = false;
         }
         let SolvedPlan { job, plan } = solved;
         self.plan = Some(plan);
@@ -225,13 +228,18 @@ impl Core {
         self.plan_at = Some(job.now);
     }
 
-    /// What a plan is made from changed: the plan in force is redone at the next step.
+    /// What a plan is made from changed: the plan is redone at the next step. Planning inline,
+    /// the new one is in force in that step; deferred, the one in force stays until the new
+    /// one is solved (a cycle without any plan would run every flexible load at once).
     fn invalidate_plan(&mut self) {
-        self.plan_at = None;
-        if let Some(d) = self.deferred.as_mut() {
-            d.generation += 1;
-            d.job = None;
-            d.asked_at = None;
+        match self.deferred.as_mut() {
+            Some(d) => {
+                d.generation += 1;
+                d.job = None;
+                d.asked_at = None;
+                d.stale = true;
+            }
+            None => self.plan_at = None,
         }
     }
 
@@ -580,6 +588,9 @@ impl Core {
         {
             return false;
         }
+        if self.deferred.as_ref().is_some_and(|d| d.stale) {
+            return true;
+        }
         self.plan_at.is_none_or(|at| {
             now - at >= self.plan_every
                 || now < at
@@ -756,7 +767,9 @@ impl Core {
             reserve_share: share,
             generation: self.deferred.as_ref().map_or(0, |d| d.generation),
         };
-        match self.deferred.as_mut() {
+        // The very first plan is solved here even when deferred: until a plan exists, every
+        // flexible load would run at once.
+        match self.deferred.as_mut().filter(|_| self.plan.is_some()) {
             Some(d) => {
                 d.asked_at = Some(now);
                 d.job = Some(job);
@@ -922,34 +935,37 @@ mod tests {
     #[test]
     fn a_deferred_plan_is_the_inline_plan_and_only_the_latest_inputs_take_effect() {
         let m = village();
+        let img = |t: DateTime<Utc>| image(&m, t, 4000.0, 50.0, &[]);
         let at = local("09:00");
-        let img = image(&m, at, 4000.0, 50.0, &[]);
-        let mut inline = Core::new(m.clone(), false);
-        inline.step(&img);
-        assert_eq!(inline.plan_made_at(), Some(at));
-        assert!(
-            inline.take_plan_job().is_none(),
-            "inline planning leaves no job"
-        );
-
         let mut deferred = Core::new(m.clone(), false).with_deferred_planning();
-        deferred.step(&img);
+        deferred.step(&img(at));
         assert_eq!(
             deferred.plan_made_at(),
-            None,
-            "solved off the loop, not in the step"
+            Some(at),
+            "the first plan is made at once: no cycle runs without one"
         );
+        assert!(deferred.take_plan_job().is_none());
+
+        // Five minutes on, the next one is left for the runtime; the old one stays in force.
+        let t = at + Duration::minutes(5);
+        deferred.step(&img(t));
+        assert_eq!(deferred.plan_made_at(), Some(at));
         let job = deferred.take_plan_job().expect("a plan job");
         // While it is being solved, the next cycles do not ask again.
-        deferred.step(&image(&m, at + Duration::seconds(2), 4000.0, 50.0, &[]));
+        deferred.step(&img(t + Duration::seconds(2)));
         assert!(deferred.take_plan_job().is_none());
         deferred.install_plan(job.solve());
-        assert_eq!(deferred.plan_made_at(), Some(at));
+        assert_eq!(deferred.plan_made_at(), Some(t));
+        // The same plan as one made in the step.
+        let mut inline = Core::new(m.clone(), false);
+        inline.step(&img(at));
+        inline.step(&img(t));
         assert_eq!(deferred.plan_view(), inline.plan_view());
 
-        // A plan solved from the assembly before a new one is dropped; a new one is asked for.
-        let t = at + Duration::minutes(6);
-        deferred.step(&image(&m, t, 4000.0, 50.0, &[]));
+        // A plan solved from the assembly before a new one is dropped, the one in force stays,
+        // and a new one is asked for at once.
+        let t2 = t + Duration::minutes(5);
+        deferred.step(&img(t2));
         let stale = deferred
             .take_plan_job()
             .expect("due again after five minutes");
@@ -957,15 +973,18 @@ mod tests {
         deferred.install_plan(stale.solve());
         assert_eq!(
             deferred.plan_made_at(),
-            None,
+            Some(t),
             "a plan from before the new assembly"
         );
-        deferred.step(&image(&m, t + Duration::seconds(2), 4000.0, 50.0, &[]));
+        let t3 = t2 + Duration::seconds(2);
+        deferred.step(&img(t3));
         let fresh = deferred
             .take_plan_job()
             .expect("asked again with the new assembly");
         deferred.install_plan(fresh.solve());
-        assert_eq!(deferred.plan_made_at(), Some(t + Duration::seconds(2)));
+        assert_eq!(deferred.plan_made_at(), Some(t3));
+        deferred.step(&img(t3 + Duration::seconds(2)));
+        assert!(deferred.take_plan_job().is_none(), "nothing due any more");
     }
 
     #[test]
