@@ -114,9 +114,11 @@ pub fn replay(
         })
         .and_then(|r| r.soc_percent);
     let mut soc = battery.as_ref().map_or(0.0, |b| {
+        // (Not `clamp`: it panics on a NaN or an inverted range.)
         recorded_soc
             .unwrap_or(b.max_soc.0 * 0.7)
-            .clamp(b.min_soc.0, b.max_soc.0)
+            .max(b.min_soc.0)
+            .min(b.max_soc.0)
     });
     let (mut recorded_steps, mut modelled_steps) = (0, 0);
     let mut min_soc = soc;

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use communalia_config as cfg;
@@ -308,8 +309,15 @@ impl Recorder {
             self.soc_last = Some(soc);
         }
         for l in state.loads.iter().filter(|l| l.on) {
-            if let Some(w) = l.measured_watts {
-                self.loads.entry(l.id.clone()).or_default().add(Some(w));
+            // Runs every cycle: an id is copied only the first time in a window.
+            match self.loads.get_mut(&l.id) {
+                Some(m) => m.add(l.measured_watts),
+                None if l.measured_watts.is_some() => {
+                    let mut m = Mean::default();
+                    m.add(l.measured_watts);
+                    self.loads.insert(l.id.clone(), m);
+                }
+                None => {}
             }
         }
         done
@@ -334,14 +342,21 @@ impl Recorder {
     }
 }
 
-/// Appends the recorded rows to the day files in a folder. Writing errors are logged once (and
-/// again after a success); they never reach the control loop.
+/// Appends the recorded rows to the day files in a folder, off the control loop (a stalled SD
+/// card must not stall the cycle, as the ledger's credits must not). Writing errors are logged
+/// once (and again after a success); they never reach the control loop.
 #[derive(Debug)]
 pub struct HistoryWriter {
+    recorder: Recorder,
+    files: Arc<Mutex<DayFiles>>,
+}
+
+/// The day files and where the writing stands.
+#[derive(Debug)]
+struct DayFiles {
     dir: PathBuf,
     offset: Duration,
     loads: Vec<String>,
-    recorder: Recorder,
     /// The file rows go to, and the local day it is for.
     current: Option<(NaiveDate, PathBuf)>,
     failing: bool,
@@ -351,33 +366,43 @@ impl HistoryWriter {
     /// A writer for `site`'s loads into `dir` (made when the first row is written).
     pub fn new(dir: impl Into<PathBuf>, site: &cfg::Site) -> Self {
         Self {
-            dir: dir.into(),
-            offset: Duration::minutes(i64::from(site.utc_offset_minutes)),
-            loads: site.loads.iter().map(|l| l.id.clone()).collect(),
             recorder: Recorder::default(),
-            current: None,
-            failing: false,
+            files: Arc::new(Mutex::new(DayFiles {
+                dir: dir.into(),
+                offset: Duration::minutes(i64::from(site.utc_offset_minutes)),
+                loads: site.loads.iter().map(|l| l.id.clone()).collect(),
+                current: None,
+                failing: false,
+            })),
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Counts one cycle; writes a row when a window closed.
+    /// Counts one cycle; when a window closed, its row is written on a blocking thread (here,
+    /// outside a runtime).
     pub fn observe(&mut self, state: &StateView, at: DateTime<Utc>) {
         if let Some(row) = self.recorder.observe(state, at) {
-            self.write(&row);
+            let files = Arc::clone(&self.files);
+            let write = move || lock(&files).write(&row);
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(write)),
+                Err(_) => write(),
+            }
         }
     }
 
-    /// Writes the window in progress (at shutdown).
+    /// Writes the window in progress, here (at shutdown).
     pub fn finish(&mut self) {
         if let Some(row) = self.recorder.take() {
-            self.write(&row);
+            lock(&self.files).write(&row);
         }
     }
+}
 
+fn lock(m: &Mutex<DayFiles>) -> std::sync::MutexGuard<'_, DayFiles> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl DayFiles {
     fn write(&mut self, row: &HistoryRow) {
         match self.append(row) {
             Ok(()) => self.failing = false,
@@ -733,6 +758,6 @@ mod tests {
             w.observe(&state(1.0, 50.0, None), t0 + Duration::minutes(m));
         }
         w.finish();
-        assert!(w.failing);
+        assert!(lock(&w.files).failing);
     }
 }
