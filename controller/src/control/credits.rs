@@ -28,6 +28,8 @@ pub struct Credits<S: Store> {
     flushed: Option<DateTime<Utc>>,
     /// How often (site time) the sums are posted; [`FLUSH_EVERY`] unless a test asks otherwise.
     every: chrono::Duration,
+    /// The site's offset from UTC: credits are dated by the site's local day.
+    offset: chrono::Duration,
     issued_millis: Arc<AtomicU64>,
 }
 
@@ -51,6 +53,7 @@ impl<S: Store + Send + 'static> Credits<S> {
             last: None,
             flushed: None,
             every: FLUSH_EVERY,
+            offset: chrono::Duration::minutes(i64::from(site.utc_offset_minutes)),
             issued_millis: Arc::default(),
         }
     }
@@ -84,11 +87,24 @@ impl<S: Store + Send + 'static> Credits<S> {
         let due = self.flushed.is_none_or(|f| at - f >= self.every || at < f);
         if due && !self.pending_wh.is_empty() {
             self.flushed = Some(at);
+            // Whole watt-hours are posted; the fractions wait for the next posting.
+            let mut whole = BTreeMap::new();
+            for (member, wh) in self.pending_wh.iter_mut() {
+                let w = wh.floor();
+                if w >= 1.0 {
+                    whole.insert(member.clone(), w);
+                    *wh -= w;
+                }
+            }
+            if whole.is_empty() {
+                return;
+            }
             let job = Flush {
                 ledger: Arc::clone(&self.ledger),
                 key: self.key.clone(),
-                pending: std::mem::take(&mut self.pending_wh),
+                pending: whole,
                 issued: Arc::clone(&self.issued_millis),
+                offset: self.offset,
             };
             // Outside a runtime (tests, the replay) the posting runs here.
             match tokio::runtime::Handle::try_current() {
@@ -107,11 +123,13 @@ struct Flush<S: Store> {
     key: SigningKey,
     pending: BTreeMap<String, f64>,
     issued: Arc<AtomicU64>,
+    offset: chrono::Duration,
 }
 
 impl<S: Store> Flush<S> {
     fn run(self, at: DateTime<Utc>) {
-        let Some(day) = Day::from_ymd(at.year(), at.month(), at.day()) else {
+        let local = at + self.offset;
+        let Some(day) = Day::from_ymd(local.year(), local.month(), local.day()) else {
             return;
         };
         let pending = self.pending;
@@ -190,6 +208,55 @@ mod tests {
             }],
             assembly_errors: vec![],
         }
+    }
+
+    #[test]
+    fn credits_are_dated_by_the_sites_local_day_and_fractions_are_kept() {
+        let day = Day::from_ymd(2026, 3, 2).unwrap();
+        let (ledger, village) =
+            Village::found(MemStore::default(), "t", 1, Params::default(), day).unwrap();
+        let ledger = Arc::new(Mutex::new(ledger));
+        let mut site = crate::demo::village_config(
+            &crate::demo::Ports {
+                modbus_base: 1,
+                mqtt: 1,
+            },
+            1.0,
+        )
+        .unwrap()
+        .site;
+        assert_eq!(site.utc_offset_minutes, 180);
+        let mut l = site.loads[0].clone();
+        l.id = "ebike_amani".into();
+        l.flexible = true;
+        l.owner = cfg::Owner::Member("member 0".into());
+        site.loads = vec![l];
+        let mut credits = Credits::new(Arc::clone(&ledger), village.controller.clone(), &site);
+        // 21:30 to 22:40 UTC is 00:30 to 01:40 on 2026-03-03 at the site.
+        let t0: DateTime<Utc> = "2026-03-02T21:30:00Z".parse().unwrap();
+        for m in 0..=70 {
+            credits.observe(
+                &state(GridState::Surplus, true),
+                t0 + chrono::Duration::minutes(m),
+            );
+        }
+        let cap = Params::default().meter_daily_cap;
+        let member = Village::member(0);
+        let next = Day::from_ymd(2026, 3, 3).unwrap();
+        let l = ledger.lock().unwrap();
+        assert_eq!(
+            l.meter_headroom(member, day),
+            cap,
+            "nothing on the UTC date"
+        );
+        assert!(
+            l.meter_headroom(member, next).0 < cap.0,
+            "credited on the local day"
+        );
+        drop(l);
+        // 600 W for 60 minutes is 600 Wh posted; the 10 minutes since wait, not lost.
+        let left: f64 = credits.pending_wh.values().sum();
+        assert!((left - 100.0).abs() < 1e-6, "{left} Wh waiting");
     }
 
     #[test]
