@@ -307,9 +307,11 @@ impl Core {
                     <= Duration::from_std(d.stale_after).unwrap_or(Duration::MAX)
             });
             match fresh.map(|(_, v)| v) {
-                Some(DeviceValue::Pv(w)) => *pv.get_or_insert(0.0) += w.max(0.0),
+                Some(DeviceValue::Pv(w)) if w.is_finite() => *pv.get_or_insert(0.0) += w.max(0.0),
                 Some(DeviceValue::Battery(b)) => battery = Some(*b),
-                Some(DeviceValue::Meter(w)) => consumption = Some(*w),
+                Some(DeviceValue::Meter(w)) if w.is_finite() => consumption = Some(*w),
+                // The drivers refuse such values; should one slip through, it is no reading.
+                Some(_) => faults.push(format!("{} reports a value that is not a number", d.id)),
                 None => faults.push(match input.and_then(|i| i.error.as_deref()) {
                     Some(e) => format!("{} silent: {e}", d.id),
                     None => format!("{} silent", d.id),
@@ -397,7 +399,7 @@ impl Core {
             for l in site.loads.iter().filter(|l| l.daily_need.is_some()) {
                 let input = image.loads.get(&l.id);
                 let watts = match input {
-                    Some(LoadInput { power: Some(p), .. }) => p.max(0.0),
+                    Some(LoadInput { power: Some(p), .. }) if p.is_finite() => p.max(0.0),
                     Some(LoadInput { on: Some(true), .. }) => l.nominal.0,
                     _ => 0.0,
                 };
