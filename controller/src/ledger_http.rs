@@ -124,6 +124,8 @@ async fn balances<S: Store + Send + 'static>(
         }))
         .into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "the ledger is empty"),
+        // A date the ledger refuses (too far ahead, before it began) is the caller's error.
+        Err(e @ LedgerError::Rejected(_)) => error(StatusCode::BAD_REQUEST, format!("as_of: {e}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     })
