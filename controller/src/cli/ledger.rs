@@ -648,15 +648,16 @@ fn params(db: &Path, command: ParamsCommand) -> anyhow::Result<ExitCode> {
             for (name, value) in param_rows(&books.params) {
                 println!("  {name:<20} {value}");
             }
+            // Each pending change against the one before it (or those in effect).
+            let mut before = &books.params;
             for (day, p) in books.pending_params.iter() {
                 println!("changing from {day}:");
-                for ((name, old), (_, new)) in
-                    param_rows(&books.params).into_iter().zip(param_rows(p))
-                {
+                for ((name, old), (_, new)) in param_rows(before).into_iter().zip(param_rows(p)) {
                     if old != new {
                         println!("  {name:<20} {old} -> {new}");
                     }
                 }
+                before = p;
             }
         }
         ParamsCommand::Change {
