@@ -384,7 +384,7 @@ fn clean_battery(b: Battery) -> (Battery, bool) {
 
 fn plan_checked(input: &HorizonInput) -> HorizonPlan {
     let steps = input.steps();
-    let nvars = steps * (input.loads.len() + 7);
+    let nvars = steps.saturating_mul(input.loads.len().saturating_add(7));
     let mut diagnostics = Vec::new();
     let plan = if nvars > input.max_lp_variables {
         diagnostics.push(Diagnostic::warn(
