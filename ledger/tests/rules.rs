@@ -531,7 +531,10 @@ fn replays_forgeries_and_other_sites_signatures_are_refused() {
         .unwrap()
         .sign(SITE, &v.members[0]);
     high_s.signature[63] |= 0xf0;
-    assert!(l.append(&high_s).is_err());
+    assert_eq!(
+        rejected(l.append(&high_s)),
+        Reject::BadSignature(Village::member(0))
+    );
     conserved(&l);
 }
 
@@ -700,7 +703,10 @@ fn a_second_genesis_or_a_genesis_for_another_site_is_refused() {
             founder_name: "x".into(),
         },
     };
-    assert!(l.append(&g.clone().sign(SITE, &v.stewards[0])).is_err());
+    assert_eq!(
+        rejected(l.append(&g.clone().sign(SITE, &v.stewards[0]))),
+        Reject::LateGenesis
+    );
     let mut other = g.clone();
     other.body = Body::Genesis {
         site: "village-b".into(),
@@ -730,7 +736,10 @@ fn a_refused_entry_leaves_no_trace() {
             memo: String::new(),
         },
     );
-    assert!(r.is_err());
+    assert!(
+        matches!(rejected(r), Reject::InsufficientBalance { .. }),
+        "refused for the rule it breaks, not for its date"
+    );
     assert_eq!(l.today(), Some(before.today));
     assert_eq!(l.state().books().unwrap().accounts, before.accounts);
     // The author's sequence did not advance.
