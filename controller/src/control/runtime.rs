@@ -261,7 +261,7 @@ pub async fn start(
                     }
                     if saved.elapsed() >= PROFILE_SAVE_EVERY {
                         saved = Instant::now();
-                        save_profile(opts.profile_file.as_deref(), &core);
+                        save_profile_off_loop(opts.profile_file.as_deref(), &core);
                     }
                     tx.send_replace(Arc::new(Published {
                         state: outcome.state,
@@ -343,9 +343,30 @@ const PROFILE_SAVE_EVERY: Duration = Duration::from_secs(900);
 /// file.
 fn save_profile(path: Option<&std::path::Path>, core: &Core) {
     let Some(path) = path else { return };
+    write_profile(path, &core.profile().to_json());
+}
+
+/// The same, written on a blocking thread (from the control loop: a slow SD card must not
+/// stall the cycle).
+fn save_profile_off_loop(path: Option<&std::path::Path>, core: &Core) {
+    let Some(path) = path.map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let json = core.profile().to_json();
+    tokio::task::spawn_blocking(move || write_profile(&path, &json));
+}
+
+/// Written beside the old file, synced, then renamed over it: a power cut leaves the old
+/// profile or the new one, never an empty or half-written file.
+fn write_profile(path: &std::path::Path, json: &str) {
     let tmp = path.with_extension("json.tmp");
-    let result =
-        std::fs::write(&tmp, core.profile().to_json()).and_then(|()| std::fs::rename(&tmp, path));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(json.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::warn!(file = %path.display(), error = %e, "load profile not saved");
     }
