@@ -147,6 +147,7 @@ struct Deferred {
 #[derive(Debug, Clone)]
 pub struct PlanJob {
     now: DateTime<Utc>,
+    model: Arc<SiteModel>,
     input: planner::HorizonInput,
     pv: Vec<f64>,
     uncontrolled: Vec<f64>,
@@ -164,9 +165,29 @@ pub struct SolvedPlan {
 
 impl PlanJob {
     /// Solves the horizon plan (tens of milliseconds to a few hundred on a small board).
-    pub fn solve(self) -> SolvedPlan {
+    pub fn solve(mut self) -> SolvedPlan {
+        self.input.reserve_wh = self.reserve_per_step();
         let plan = planner::plan_horizon(&self.input);
         SolvedPlan { job: self, plan }
+    }
+
+    /// The health reserve each plan step must hold: the night's need less the sun counted from
+    /// the end of that step to sunset (see [`Core::refresh_plan`]).
+    fn reserve_per_step(&self) -> Vec<f64> {
+        let step = Duration::minutes(i64::from(PLAN_STEP_MINUTES));
+        let forecast = DayForecast {
+            start: self.now,
+            step,
+            pv_watts: &self.reserve_pv,
+            uncontrolled_watts: &self.uncontrolled,
+        };
+        (0..PLAN_STEPS)
+            .map(|i| {
+                let at = self.now + step * i32::try_from(i).unwrap_or(0);
+                self.model
+                    .health_reserve_with_sun_wh(at, at + step, &forecast)
+            })
+            .collect()
     }
 }
 
@@ -714,19 +735,6 @@ impl Core {
                 .forecast(self.model.local_minute(now), PLAN_STEPS, uncontrolled);
         let share = self.sun_share(now);
         let reserve_pv = self.sun_forecast(now, step, share);
-        let forecast = DayForecast {
-            start: now,
-            step,
-            pv_watts: &reserve_pv,
-            uncontrolled_watts: &uncontrolled_forecast,
-        };
-        let reserve = (0..PLAN_STEPS)
-            .map(|i| {
-                let at = now + step * i32::try_from(i).unwrap_or(0);
-                self.model
-                    .health_reserve_with_sun_wh(at, at + step, &forecast)
-            })
-            .collect();
         let mut priorities = self.model.priorities();
         if self.delivered.0 == self.local_day(now) {
             for load in priorities.tiers.iter_mut().flat_map(|t| &mut t.loads) {
@@ -756,12 +764,15 @@ impl Core {
                     price_per_kwh: vec![g.import_price_per_kwh.unwrap_or(0.0)],
                 })
             }),
-            reserve_wh: reserve,
+            // Filled in by `PlanJob::solve`: the per-step reserve scans the sun (milliseconds),
+            // which belongs with the solve, off the control loop.
+            reserve_wh: Vec::new(),
             loads: planner::HorizonLoad::from_priorities(&priorities),
             max_lp_variables: 20_000,
         };
         let job = PlanJob {
             now,
+            model: Arc::clone(&self.model),
             input,
             pv,
             uncontrolled: uncontrolled_forecast,
