@@ -81,6 +81,10 @@ pub struct LoadView {
     pub on: bool,
     pub allocated_watts: f64,
     pub measured_watts: Option<f64>,
+    /// What the device reports: the plug's relay, or a setpoint above zero; `true` for a load
+    /// nobody switches; `None` while unknown. May differ from `on` (the decision) in a dry run
+    /// or while a command is on its way.
+    pub reported_on: Option<bool>,
     /// One line a member can read: why the load is on or off.
     pub reason: String,
     /// The plug or setpoint did not confirm the last command, or reports itself offline.

@@ -36,6 +36,7 @@ fn load(id: &str, tier: &str, rank: usize, on: bool, watts: f64, reason: &str) -
         on,
         allocated_watts: if on { watts } else { 0.0 },
         measured_watts: Some(if on { watts - 4.0 } else { 0.0 }),
+        reported_on: Some(on),
         reason: reason.into(),
         fault: None,
     }

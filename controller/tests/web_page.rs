@@ -128,6 +128,7 @@ fn evening(config: &communalia_config::Config, now: chrono::DateTime<chrono::Utc
                 on,
                 allocated_watts: if on { nominal } else { 0.0 },
                 measured_watts: Some(if on { nominal * 0.95 } else { 0.0 }),
+                reported_on: Some(on),
                 reason,
                 fault: (id == "ebike_charger")
                     .then(|| "the plug did not confirm the last command".to_string()),

@@ -203,6 +203,7 @@ mod tests {
                 on,
                 allocated_watts: 600.0,
                 measured_watts: Some(600.0),
+                reported_on: Some(on),
                 reason: String::new(),
                 fault: None,
             }],

@@ -308,7 +308,9 @@ impl Recorder {
         if let Some(soc) = state.battery.as_ref().and_then(|b| b.soc_percent) {
             self.soc_last = Some(soc);
         }
-        for l in state.loads.iter().filter(|l| l.on) {
+        // What each load drew while it was drawing, as its device reports it: never the decision
+        // (a dry run decides without switching, and a command may not have taken yet).
+        for l in state.loads.iter().filter(|l| l.reported_on == Some(true)) {
             // Runs every cycle: an id is copied only the first time in a window.
             match self.loads.get_mut(&l.id) {
                 Some(m) => m.add(l.measured_watts),
@@ -359,6 +361,9 @@ struct DayFiles {
     loads: Vec<String>,
     /// The file rows go to, and the local day it is for.
     current: Option<(NaiveDate, PathBuf)>,
+    /// The window of the last row in that file: a window already written (by an earlier run
+    /// in the same five minutes, a dry run then a run) is not written twice.
+    last_written: Option<DateTime<Utc>>,
     failing: bool,
 }
 
@@ -372,6 +377,7 @@ impl HistoryWriter {
                 offset: Duration::minutes(i64::from(site.utc_offset_minutes)),
                 loads: site.loads.iter().map(|l| l.id.clone()).collect(),
                 current: None,
+                last_written: None,
                 failing: false,
             })),
         }
@@ -428,8 +434,13 @@ impl DayFiles {
                     .dir
                     .join(format!("{}.csv", local.format("%Y-%m-%dT%H%M")));
             }
+            self.last_written = last_row_time(&path)?;
             self.current = Some((day, path));
             self.prune(day);
+        }
+        if self.last_written.is_some_and(|last| row.at <= last) {
+            tracing::debug!(at = %row.at, "history window already written by an earlier run; kept");
+            return Ok(());
         }
         let Some((_, path)) = &self.current else {
             return Ok(());
@@ -446,7 +457,9 @@ impl DayFiles {
         }
         text.push_str(&format_row(row, &self.loads));
         text.push('\n');
-        f.write_all(text.as_bytes())
+        f.write_all(text.as_bytes())?;
+        self.last_written = Some(row.at);
+        Ok(())
     }
 
     /// Deletes the day files older than [`KEEP_DAYS`] before `today`.
@@ -469,6 +482,22 @@ impl DayFiles {
                 tracing::warn!(file = %e.path().display(), error = %err, "cannot delete old history");
             }
         }
+    }
+}
+
+/// The time of a history file's last row (`None` for a missing or empty file, or a last line
+/// that is not a row).
+fn last_row_time(path: &Path) -> std::io::Result<Option<DateTime<Utc>>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| l.split(',').next())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -635,6 +664,7 @@ mod tests {
             on,
             allocated_watts: 0.0,
             measured_watts: w,
+            reported_on: Some(on),
             reason: String::new(),
             fault: None,
         };
@@ -745,6 +775,59 @@ mod tests {
         assert!(!dir.path().join("2026-10-01.csv").exists());
         assert!(dir.path().join("notes.txt").exists());
         assert!(dir.path().join("2026-11-23.csv").exists());
+    }
+
+    #[test]
+    fn a_dry_run_records_what_loads_drew_not_what_was_decided() {
+        // A dry run decides the fridge off and the laundry on, and switches neither: the
+        // fridge goes on drawing 90 W, the laundry stays off. The history says so.
+        let mut r = Recorder::default();
+        let t0 = t("2026-11-23T10:00:00Z");
+        let mut s = state(500.0, 60.0, Some(90.0));
+        for l in &mut s.loads {
+            if l.id == "clinic_fridge" {
+                l.on = false;
+                l.reported_on = Some(true);
+            }
+        }
+        s.loads.push(LoadView {
+            id: "laundry".into(),
+            name: "laundry".into(),
+            tier: "t".into(),
+            rank: 6,
+            on: true,
+            allocated_watts: 4500.0,
+            measured_watts: Some(0.0),
+            reported_on: Some(false),
+            reason: String::new(),
+            fault: None,
+        });
+        r.observe(&s, t0);
+        let row = r.take().unwrap();
+        assert_eq!(row.loads.get("clinic_fridge"), Some(&90.0));
+        assert_eq!(row.loads.get("laundry"), None);
+    }
+
+    #[test]
+    fn a_second_run_in_the_same_five_minutes_writes_no_second_row_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = site();
+        let t0 = t("2026-11-23T10:01:00Z");
+        // A dry run stopped at 10:01, then a run started at 10:03: one row for 10:00.
+        let mut first = HistoryWriter::new(dir.path(), &site);
+        first.observe(&state(500.0, 60.0, Some(90.0)), t0);
+        first.finish();
+        let mut second = HistoryWriter::new(dir.path(), &site);
+        second.observe(&state(700.0, 61.0, Some(90.0)), t0 + Duration::minutes(2));
+        second.observe(&state(800.0, 62.0, Some(90.0)), t0 + Duration::minutes(5));
+        second.finish();
+        let h = parse(&read(dir.path()).unwrap(), &site).unwrap();
+        let times: Vec<_> = h.rows.iter().map(|r| r.at).collect();
+        assert_eq!(
+            times,
+            vec![t("2026-11-23T10:00:00Z"), t("2026-11-23T10:05:00Z")]
+        );
+        assert_eq!(h.rows[0].pv_watts, Some(500.0));
     }
 
     #[test]

@@ -434,6 +434,7 @@ mod tests {
                 on: true,
                 allocated_watts: 120.0,
                 measured_watts: Some(118.0),
+                reported_on: Some(true),
                 reason: "on".into(),
                 fault: None,
             }],
