@@ -247,6 +247,32 @@ pub struct Device {
     pub stale_after: Duration,
 }
 
+impl Device {
+    /// Whether the device reports PV production (an inverter, or a meter on the PV side).
+    pub fn gives_pv(&self) -> bool {
+        matches!(
+            self.kind,
+            DeviceKind::Sunspec {
+                role: SunspecRole::PvInverter | SunspecRole::Meter(Measures::Pv),
+                ..
+            } | DeviceKind::Sdm630 {
+                measures: Measures::Pv
+            }
+        )
+    }
+
+    /// Whether the device reports the battery.
+    pub fn is_battery(&self) -> bool {
+        matches!(
+            self.kind,
+            DeviceKind::Sunspec {
+                role: SunspecRole::Battery,
+                ..
+            } | DeviceKind::Victron
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PvArray {
     pub inverter: String,

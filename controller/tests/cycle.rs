@@ -122,6 +122,16 @@ fn switched(commands: &[Command], load: &str) -> Option<bool> {
         })
 }
 
+/// A core that has run for ten minutes with every device answering: what follows is judged by
+/// the running controller's rules, not the start's (where nothing is decided until every
+/// device has answered or stayed silent for its staleness limit).
+fn started_core(m: &SiteModel, at: DateTime<Utc>) -> Core {
+    let mut core = Core::new(m.clone(), false);
+    let site = Site::new(m, 0.0, 50.0);
+    core.step(&site.image(at - Duration::minutes(10)));
+    core
+}
+
 fn load_on(core_state: &communalia::state::StateView, id: &str) -> bool {
     core_state.loads.iter().find(|l| l.id == id).unwrap().on
 }
@@ -202,7 +212,7 @@ fn a_silent_inverter_counts_as_no_pv_and_its_device_shows_offline() {
 #[test]
 fn health_loads_are_never_switched_off_while_inputs_are_unknown() {
     let m = model();
-    let mut core = Core::new(m.clone(), false);
+    let mut core = started_core(&m, evening());
     // The battery reads empty and the inverter is silent: counting the silent inverter as zero
     // would leave nothing for the clinic, but the sun may well be shining.
     let mut site = Site::new(&m, 0.0, 10.0);
@@ -238,7 +248,7 @@ fn health_loads_are_never_switched_off_while_inputs_are_unknown() {
 #[test]
 fn a_silent_battery_is_assumed_at_its_health_reserve() {
     let m = model();
-    let mut core = Core::new(m.clone(), false);
+    let mut core = started_core(&m, evening());
     let mut site = Site::new(&m, 0.0, 90.0);
     site.soc = None;
     let out = core.step(&site.image(evening()));
@@ -267,20 +277,61 @@ fn an_offline_plug_gets_no_command_and_shows_the_fault() {
 }
 
 #[test]
-fn nothing_is_switched_before_every_device_has_answered_or_failed_once() {
+fn nothing_is_decided_before_every_device_has_answered_or_stayed_silent_for_its_limit() {
     let m = model();
     let mut core = Core::new(m.clone(), false);
-    let site = Site::new(&m, 0.0, 25.0);
+    let mut site = Site::new(&m, 0.0, 25.0);
+    // The homes are on when the controller starts, on an evening battery that cannot carry them.
+    for on in site.on.values_mut() {
+        *on = true;
+    }
     let mut image = site.image(evening());
     image.devices[1].last = None; // the battery has not been read yet
     let out = core.step(&image);
     assert!(out.commands.is_empty(), "{:?}", out.commands);
+    assert!(out.starting);
+    let home = out
+        .state
+        .loads
+        .iter()
+        .find(|l| l.id == "home_amani")
+        .unwrap();
+    assert!(home.on, "left as its plug reports it");
+    assert!(
+        home.reason.contains("waits for the first readings of"),
+        "{}",
+        home.reason
+    );
+    // A first read that failed is not yet a dead battery: it gets its staleness limit.
     image.devices[1].error = Some("no answer within 1s".into());
+    image.at = evening() + Duration::seconds(2);
     let out = core.step(&image);
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    let limit = m
+        .site()
+        .devices
+        .iter()
+        .find(|d| d.id == "battery")
+        .unwrap()
+        .stale_after;
+    image.at = evening() + Duration::from_std(limit).unwrap();
+    let out = core.step(&image);
+    assert!(!out.starting);
     assert!(
         !out.commands.is_empty(),
-        "a failed read is an answer: the fail-safes apply"
+        "silent for its whole limit, the battery is unknown: the fail-safes apply"
     );
+    assert_eq!(switched(&out.commands, "home_amani"), Some(false));
+}
+
+#[test]
+fn once_every_device_has_answered_the_first_cycle_decides_at_once() {
+    let m = model();
+    let mut core = Core::new(m.clone(), false);
+    let site = Site::new(&m, 0.0, 25.0);
+    let out = core.step(&site.image(evening()));
+    assert!(!out.starting);
+    assert_eq!(switched(&out.commands, "clinic_fridge"), Some(true));
 }
 
 #[test]
@@ -406,4 +457,98 @@ fn an_external_pv_forecast_replaces_the_local_model_where_it_covers_the_plan() {
         "beyond the forecast, the local model"
     );
     assert!((plan.steps[20].pv_watts - local.steps[20].pv_watts).abs() < 50.0);
+}
+
+/// The village with its meter moved to the grid connection (`measures = "grid"`).
+fn model_with_grid_meter() -> SiteModel {
+    let ports = Ports {
+        modbus_base: 5020,
+        mqtt: 1883,
+    };
+    let mut config = village_config(&ports, 1.0).unwrap();
+    for d in &mut config.site.devices {
+        if let communalia_config::DeviceKind::Sunspec { role, .. } = &mut d.kind
+            && matches!(role, communalia_config::SunspecRole::Meter(_))
+        {
+            *role = communalia_config::SunspecRole::Meter(communalia_config::Measures::Grid);
+        }
+    }
+    SiteModel::new(config)
+}
+
+/// One image of `site` with the meter reading `meter` and the battery giving `battery_w`.
+fn image_with(
+    site: &Site,
+    at: DateTime<Utc>,
+    meter: Option<DeviceValue>,
+    battery_w: f64,
+) -> ProcessImage {
+    let mut image = site.image(at);
+    for d in &mut image.devices {
+        match d.id.as_str() {
+            "meter" => d.last = meter.clone().map(|v| (at, v)),
+            "battery" => {
+                if let Some((_, DeviceValue::Battery(b))) = d.last.as_mut() {
+                    b.power = Some(Watts(battery_w));
+                }
+            }
+            _ => {}
+        }
+    }
+    image
+}
+
+#[test]
+fn a_grid_meter_reading_is_import_not_consumption() {
+    // Noon: 3 kW of sun, the battery charging at 500 W, 1 kW going out to the grid. The site
+    // consumes 3000 - 500 - 1000 = 1500 W: what a consumption meter would read.
+    let grid_model = model_with_grid_meter();
+    let consumption_model = model();
+    let site = Site::new(&grid_model, 3000.0, 60.0);
+    let mut grid_core = Core::new(grid_model, false);
+    let mut consumption_core = Core::new(consumption_model, false);
+    let by_grid = grid_core.step(&image_with(
+        &site,
+        noon(),
+        Some(DeviceValue::Grid(-1000.0)),
+        -500.0,
+    ));
+    let by_consumption = consumption_core.step(&image_with(
+        &site,
+        noon(),
+        Some(DeviceValue::Meter(1500.0)),
+        -500.0,
+    ));
+    assert_eq!(by_grid.state.consumption_watts, Some(1500.0));
+    assert_eq!(
+        by_grid.state.available_watts,
+        by_consumption.state.available_watts
+    );
+    // Importing 200 W at night while the battery gives 800 W: 1000 W consumed.
+    let mut night = Site::new(&model_with_grid_meter(), 0.0, 60.0);
+    night.pv = Some(0.0);
+    let out = grid_core.step(&image_with(
+        &night,
+        evening(),
+        Some(DeviceValue::Grid(200.0)),
+        800.0,
+    ));
+    assert_eq!(out.state.consumption_watts, Some(1000.0));
+}
+
+#[test]
+fn a_grid_meter_without_the_inverter_gives_no_consumption() {
+    // The inverter is silent: what the site consumes is not known from the grid meter alone,
+    // so the cycle falls back to every measured-only load at nominal, as with no meter.
+    let m = model_with_grid_meter();
+    let mut core = Core::new(m.clone(), false);
+    let mut site = Site::new(&m, 3000.0, 60.0);
+    site.pv = None;
+    let out = core.step(&image_with(
+        &site,
+        noon(),
+        Some(DeviceValue::Grid(-1000.0)),
+        0.0,
+    ));
+    assert_eq!(out.state.consumption_watts, None);
 }

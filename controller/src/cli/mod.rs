@@ -21,14 +21,36 @@ use crate::http::Published;
 use crate::records::influx::{InfluxSettings, InfluxSink, resolve_token};
 use crate::records::mqtt_state::{DiscoverySite, MqttStatePublisher, MqttStateSettings};
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// How the log lines on stderr look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event; coloured only when stderr is a terminal.
+    #[default]
+    Plain,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`), for log collectors.
+    Json,
+}
+
+/// Logs to stderr as text; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
+    init_tracing_as(LogFormat::Plain);
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` filters (default `info`). Terminal colour codes
+/// only when stderr is a terminal, so a log file or journal gets plain text.
+pub fn init_tracing_as(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

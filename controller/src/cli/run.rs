@@ -11,17 +11,43 @@ use crate::control::runtime::{self, RunOptions};
 use crate::records::history::HistoryWriter;
 
 #[derive(clap::Args)]
+#[command(after_long_help = RUN_HELP)]
 pub struct Args {
-    /// The site file; it names its assembly file.
+    /// The site file; it names its assembly file (relative paths in it are taken from the
+    /// site file's folder).
     #[arg(long, value_name = "PATH")]
     config: PathBuf,
-    /// Read, plan and explain, but switch nothing.
+    /// Read, plan and explain, but switch nothing (no commands, no fail-safe settings, no
+    /// switch-on at exit).
     #[arg(long)]
     dry_run: bool,
+    /// How log lines look on stderr: `plain` text (coloured only on a terminal) or `json`,
+    /// one object per line.
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Plain)]
+    log_format: super::LogFormat,
 }
 
+const RUN_HELP: &str = "\
+Web page and API: on the site file's [http] listen address (default 127.0.0.1:8080): / the page,
+/api/state, /api/plan, /api/assembly, /metrics, /healthz.
+
+Logs: on stderr; RUST_LOG filters them (default info, e.g. RUST_LOG=communalia=debug).
+Each load's switch is logged with its reason; device faults as warnings.
+
+Reload: the assembly file is checked twice a second; a changed, valid file takes effect at the
+next cycle and is logged with its decision record; an invalid one is logged with every error
+located, shown as assembly_errors in /api/state, and the last good file stays in force. A change
+to the site file needs a restart.
+
+Stop: SIGTERM or Ctrl-C switches the health loads on, waits for their plugs to confirm, and
+exits.
+
+Files written beside the site file: <site id>-history/ (five-minute history, 35 days),
+<site id>-load-profile.json (learnt consumption), the ledger and time-series buffer where the
+site file names them. See config/README.md, \"Bringing up a real site\".";
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_tracing();
+    super::init_tracing_as(args.log_format);
     let config = match config_files::load(&args.config) {
         Ok(c) => c,
         Err(LoadError::Invalid(diags)) => {

@@ -35,6 +35,11 @@ pub enum DeviceValue {
     Battery(BatteryState),
     /// Meter active power, watts (consumption positive).
     Meter(f64),
+    /// A meter at the grid or generator connection, watts: positive when the site imports,
+    /// negative when it exports (the metering convention at a connection point; see
+    /// config/README.md). The site's consumption is then this plus PV plus what the battery
+    /// gives.
+    Grid(f64),
 }
 
 /// One device in the process image: its last good value and when it came.
@@ -89,6 +94,9 @@ pub struct Outcome {
     pub commands: Vec<Command>,
     /// Inputs that were unknown this cycle, in words.
     pub faults: Vec<String>,
+    /// The controller has just started and still waits for a device's first reading: nothing
+    /// was decided, every load was left as it is.
+    pub starting: bool,
 }
 
 /// How often the horizon plan is refreshed, and its shape.
@@ -122,6 +130,9 @@ pub struct Core {
     plan_every: Duration,
     profile: LoadProfile,
     last_at: Option<DateTime<Utc>>,
+    /// The time of the first step: a device that fails at start is given its staleness limit
+    /// before the cycle assumes the worst of it.
+    started_at: Option<DateTime<Utc>>,
     /// Energy each load with a daily need got today (local day number, watt-hours by load).
     delivered: (i64, BTreeMap<String, f64>),
     external_pv: Option<ExternalForecast>,
@@ -210,6 +221,7 @@ impl Core {
             plan_every: PLAN_EVERY,
             profile: LoadProfile::default(),
             last_at: None,
+            started_at: None,
             delivered: (i64::MIN, BTreeMap::new()),
             external_pv: None,
             deferred: None,
@@ -320,6 +332,7 @@ impl Core {
         let mut pv = None;
         let mut battery: Option<BatteryState> = None;
         let mut consumption = None;
+        let mut grid: Option<f64> = None;
         let mut devices = Vec::new();
         for d in &site.devices {
             let input = image.devices.iter().find(|i| i.id == d.id);
@@ -331,6 +344,7 @@ impl Core {
                 Some(DeviceValue::Pv(w)) if w.is_finite() => *pv.get_or_insert(0.0) += w.max(0.0),
                 Some(DeviceValue::Battery(b)) => battery = Some(*b),
                 Some(DeviceValue::Meter(w)) if w.is_finite() => consumption = Some(*w),
+                Some(DeviceValue::Grid(w)) if w.is_finite() => *grid.get_or_insert(0.0) += w,
                 // The drivers refuse such values; should one slip through, it is no reading.
                 Some(_) => faults.push(format!("{} reports a value that is not a number", d.id)),
                 None => faults.push(match input.and_then(|i| i.error.as_deref()) {
@@ -347,15 +361,27 @@ impl Core {
                     .map(|(at, _)| rfc3339(*at)),
             });
         }
-        // Until every device has answered or failed once, nothing is switched: a controller that
-        // just started knows too little to cut anyone.
-        let starting = site.devices.iter().any(|d| {
-            image
-                .devices
-                .iter()
-                .find(|i| i.id == d.id)
-                .is_none_or(|i| i.last.is_none() && i.error.is_none())
-        });
+        // Until every device has answered, or has stayed silent for its whole staleness limit
+        // since the controller started, nothing is decided: a controller that just started
+        // knows too little to cut anyone, and a restart must not click relays off and on (a
+        // first read that times out is not yet a dead inverter; a device that was just heard is
+        // trusted for as long). Loads stay as their plugs report them meanwhile.
+        let started = *self.started_at.get_or_insert(now);
+        let waiting_for: Vec<&str> = site
+            .devices
+            .iter()
+            .filter(|d| {
+                let heard = image
+                    .devices
+                    .iter()
+                    .any(|i| i.id == d.id && i.last.is_some());
+                !heard
+                    && now.signed_duration_since(started)
+                        < Duration::from_std(d.stale_after).unwrap_or(Duration::MAX)
+            })
+            .map(|d| d.name.as_str())
+            .collect();
+        let starting = !waiting_for.is_empty();
         let has_inverter = site.devices.iter().any(|d| {
             matches!(
                 d.kind,
@@ -365,7 +391,7 @@ impl Core {
                 }
             )
         });
-        if has_inverter {
+        if has_inverter && !starting {
             let clear = self
                 .model
                 .place()
@@ -374,6 +400,19 @@ impl Core {
             self.calibration.record(now, pv, clear);
         }
         self.last_pv = pv;
+        // A grid meter gives the consumption only with every source known: what comes in from
+        // the grid, plus the sun, plus the battery's discharge (negative while it charges).
+        if consumption.is_none()
+            && let Some(g) = grid
+        {
+            let pv_known = pv.is_some() || !site.devices.iter().any(|d| d.gives_pv());
+            let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
+            let battery_known = battery_w.is_some_and(f64::is_finite)
+                || !site.devices.iter().any(|d| d.is_battery());
+            if pv_known && battery_known {
+                consumption = Some((g + pv.unwrap_or(0.0) + battery_w.unwrap_or(0.0)).max(0.0));
+            }
+        }
         let degraded = !faults.is_empty();
 
         // Loads: measured power, and how much of the consumption nobody controls.
@@ -428,8 +467,8 @@ impl Core {
             }
         }
 
-        // The plan for now.
-        if self.plan_due(now) {
+        // The plan for now (none from half-known inputs: the first is made once they are in).
+        if !starting && self.plan_due(now) {
             self.refresh_plan(now, soc, uncontrolled);
         }
         let reserve_wh = self.health_reserve_now_wh(now);
@@ -479,7 +518,9 @@ impl Core {
             health_reserve: planner::HealthReserve::EnergyWh(reserve_wh),
         };
         let allocation = planner::allocate(&priorities, &snapshot, &self.rotation);
-        self.rotation = allocation.rotation.clone();
+        if !starting {
+            self.rotation = allocation.rotation.clone();
+        }
 
         // Commands and views.
         let mut commands = Vec::new();
@@ -492,7 +533,25 @@ impl Core {
             let mut on = a.on;
             let mut watts = a.allocated_watts;
             let mut reason = a.reason.clone();
-            if health && !on && degraded {
+            if starting {
+                // Left as it is: on as its plug reports it (a load nobody switches is on).
+                on = if l.control.is_controlled() {
+                    input.on.unwrap_or(false)
+                } else {
+                    a.on
+                };
+                watts = if on {
+                    input.power.unwrap_or(a.demand_watts)
+                } else {
+                    0.0
+                };
+                reason = format!(
+                    "{} left {}: the controller has just started and waits for the first readings of {} before deciding",
+                    l.name,
+                    if on { "on" } else { "off" },
+                    waiting_for.join(", ")
+                );
+            } else if health && !on && degraded {
                 on = true;
                 watts = a.demand_watts;
                 reason = format!(
@@ -507,7 +566,7 @@ impl Core {
                     .iter()
                     .flat_map(|t| &t.loads)
                     .any(|p| p.id == a.id && p.planned_watts == Some(0.0));
-            if !on && a.demand_watts > 0.0 && !waiting {
+            if !on && a.demand_watts > 0.0 && !waiting && !starting {
                 cut = true;
             }
             let mut fault = input.fault.clone();
@@ -544,6 +603,11 @@ impl Core {
                 on,
                 allocated_watts: if on { watts } else { 0.0 },
                 measured_watts: input.power,
+                reported_on: if l.control.is_controlled() {
+                    input.on
+                } else {
+                    Some(true)
+                },
                 reason,
                 fault,
             });
@@ -597,6 +661,7 @@ impl Core {
             allocation,
             commands,
             faults,
+            starting,
         }
     }
 

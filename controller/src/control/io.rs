@@ -68,7 +68,8 @@ async fn read(reader: &mut Reader, kind: &cfg::DeviceKind) -> Result<DeviceValue
     use cfg::{DeviceKind as K, Measures, SunspecRole as R};
     let measured = |m: Measures, w: f64| match m {
         Measures::Pv => DeviceValue::Pv(w),
-        Measures::Consumption | Measures::Grid => DeviceValue::Meter(w),
+        Measures::Consumption => DeviceValue::Meter(w),
+        Measures::Grid => DeviceValue::Grid(w),
     };
     match (reader, kind) {
         (Reader::SunSpec(d), K::Sunspec { role, .. }) => match role {

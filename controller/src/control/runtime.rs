@@ -420,8 +420,12 @@ fn dispatch(
     });
 }
 
-/// Logs every load whose state changed, with the reason a member would read.
+/// Logs every load whose state changed, with the reason a member would read (nothing while
+/// the controller is starting: nothing is decided then).
 fn log_changes(outcome: &Outcome, previous: &mut BTreeMap<String, bool>) {
+    if outcome.starting {
+        return;
+    }
     for l in &outcome.state.loads {
         if previous.insert(l.id.clone(), l.on) != Some(l.on) {
             tracing::info!(load = %l.id, on = l.on, "{}", l.reason);
