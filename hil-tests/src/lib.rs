@@ -370,6 +370,24 @@ impl Harness {
         Ok(())
     }
 
+    /// Stops the controller cleanly (as SIGTERM does), leaving the village and the broker
+    /// running, so another can be started on the same site; returns how long the stop took.
+    pub async fn stop_controller(&mut self) -> Duration {
+        let Some(mut c) = self.controller.take() else {
+            return Duration::ZERO;
+        };
+        let asked = std::time::Instant::now();
+        if let Some(stop) = c.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(20), &mut c.task).await {
+            Ok(Ok(Ok(()))) => asked.elapsed(),
+            Ok(Ok(Err(e))) => panic!("controller failed: {e:#}"),
+            Ok(Err(e)) => panic!("controller panicked: {e}"),
+            Err(_) => panic!("controller did not stop within 20 s"),
+        }
+    }
+
     /// Checks every state coming out of `published`.
     pub fn watch(&self, mut published: watch::Receiver<Arc<Published>>) {
         let (seen, config, village) = (

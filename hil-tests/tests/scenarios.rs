@@ -1213,3 +1213,89 @@ async fn time_series_database_down_for_an_hour_loses_nothing() {
 fn state_time_now(h: &Harness) -> chrono::DateTime<chrono::Utc> {
     communalia_hil_tests::state_time(&h.state().state)
 }
+
+/// Runs the village from `at` (speed 10) with one controller until it has settled, stops it as
+/// SIGTERM would, starts another on the same site, and follows every relay for the new
+/// controller's first simulated minute. Returns the loads switched off and on again in that
+/// minute, with their relay sequences, and how long the stop took.
+async fn restart_at(at: chrono::DateTime<chrono::Utc>, soc: f64) -> (Vec<String>, Duration) {
+    const SPEED: f64 = 10.0;
+    let mut h = Harness::start(Setup::new(at, SPEED).soc(soc))
+        .await
+        .unwrap();
+    // Settled: the devices answered and a few cycles decided.
+    h.wait_for(
+        "the first controller deciding",
+        Duration::from_secs(30),
+        |p| p.state.devices.iter().all(|d| d.online),
+    )
+    .await;
+    h.cycles(8).await;
+    let stop_took = h.stop_controller().await;
+    let ids: Vec<String> = h
+        .config
+        .site
+        .loads
+        .iter()
+        .filter(|l| h.village.plug_on(&l.id).is_some())
+        .map(|l| l.id.clone())
+        .collect();
+    let mut seq: std::collections::BTreeMap<String, Vec<bool>> = ids
+        .iter()
+        .map(|id| (id.clone(), vec![h.village.plug_on(id).unwrap()]))
+        .collect();
+    // The new controller's first battery reads fail (a device still busy, a bus still
+    // settling): not yet a dead battery.
+    h.village
+        .battery
+        .set_fault(communalia_drivers::modbus_sim::Fault::Exception(4));
+    h.start_controller().await.unwrap();
+    let started = Instant::now();
+    let mut faulty = true;
+    let until = Instant::now() + communalia_hil_tests::real(chrono::Duration::minutes(1), SPEED);
+    while Instant::now() < until {
+        for id in &ids {
+            let now = h.village.plug_on(id).unwrap();
+            let s = seq.get_mut(id).unwrap();
+            if s.last() != Some(&now) {
+                s.push(now);
+            }
+        }
+        if faulty && started.elapsed() > Duration::from_millis(1500) {
+            h.village
+                .battery
+                .set_fault(communalia_drivers::modbus_sim::Fault::None);
+            faulty = false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.finish().await;
+    let flapped = seq
+        .into_iter()
+        .filter(|(_, s)| s.windows(3).any(|w| w[0] && !w[1] && w[2]))
+        .map(|(id, s)| format!("{id}: {s:?}"))
+        .collect();
+    (flapped, stop_took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_at_night_at_noon_or_at_dusk_clicks_no_relay_off_and_on() {
+    // Three villages side by side: 02:00 on a half-full battery, a sunny noon, dusk on a
+    // battery that cannot carry every home. None of the new controller's first decisions may
+    // switch a load off that it switches on again within the minute.
+    let (night, noon, dusk) = tokio::join!(
+        restart_at(local("2026-03-02", "02:00"), 55.0),
+        restart_at(local("2026-03-02", "12:00"), 60.0),
+        restart_at(local("2026-03-02", "18:30"), 35.0),
+    );
+    for (when, (flapped, _)) in [("night", &night), ("noon", &noon), ("dusk", &dusk)] {
+        assert!(
+            flapped.is_empty(),
+            "{when}: switched off and on again within a minute of the restart: {flapped:?}"
+        );
+    }
+    eprintln!(
+        "stop took: night {:?}, noon {:?}, dusk {:?}",
+        night.1, noon.1, dusk.1
+    );
+}

@@ -517,6 +517,16 @@ impl Core {
             planned_charge_watts: planned_charge,
             health_reserve: planner::HealthReserve::EnergyWh(reserve_wh),
         };
+        // The first decision after a start: the loads found on are taken as the ones whose turn
+        // it is in their tier, so a restart carries on with them instead of cutting them for the
+        // first-listed ones (and giving them back a few cycles later).
+        if !starting && self.rotation.cycle == 0 {
+            for (id, input) in &image.loads {
+                if input.on == Some(false) {
+                    self.rotation.loads.entry(id.clone()).or_default().served = 1;
+                }
+            }
+        }
         let allocation = planner::allocate(&priorities, &snapshot, &self.rotation);
         if !starting {
             self.rotation = allocation.rotation.clone();
@@ -533,18 +543,25 @@ impl Core {
             let mut on = a.on;
             let mut watts = a.allocated_watts;
             let mut reason = a.reason.clone();
-            if starting {
+            if starting && health {
+                // Switching a health load on is never wrong: it is served first, and may draw
+                // on the reserve.
+                on = true;
+                watts = a.demand_watts;
+                reason = format!(
+                    "{} kept on: a health load is served while the controller, just started, waits for the first readings of {}",
+                    l.name,
+                    waiting_for.join(", ")
+                );
+            } else if starting {
                 // Left as it is: on as its plug reports it (a load nobody switches is on).
                 on = if l.control.is_controlled() {
                     input.on.unwrap_or(false)
                 } else {
                     a.on
                 };
-                watts = if on {
-                    input.power.unwrap_or(a.demand_watts)
-                } else {
-                    0.0
-                };
+                // Nothing is allocated: what it draws meanwhile is what its plug measures.
+                watts = 0.0;
                 reason = format!(
                     "{} left {}: the controller has just started and waits for the first readings of {} before deciding",
                     l.name,
@@ -588,7 +605,9 @@ impl Core {
             if reachable && action.is_none() && input.on.is_some() {
                 fault = None;
             }
-            if let (Some(action), false, false, true) = (action, self.dry_run, starting, reachable)
+            // While starting, only a health load is switched (on).
+            if let (Some(action), false, false, true) =
+                (action, self.dry_run, starting && !health, reachable)
             {
                 commands.push(Command {
                     load: a.id.clone(),
