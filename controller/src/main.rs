@@ -32,6 +32,9 @@ enum Command {
     Plan(cli::plan::Args),
     /// Read devices once and print what each reports, to check wiring before going live.
     Probe(cli::probe::Args),
+    /// Find SunSpec devices on Modbus TCP and Tasmota and Shelly plugs on MQTT; write a draft
+    /// site file (and assembly file) that `check` accepts.
+    Scan(cli::scan::Args),
     /// The Communs ledger: keys, members, claims, attestations, transfers, balances.
     Ledger(cli::ledger::Args),
     /// Benchmarks any installer can run on their own box.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Probe(args) => cli::probe::run(args),
+        Command::Scan(args) => cli::scan::run(args),
         Command::Ledger(args) => cli::ledger::run(args),
         Command::Bench(args) => cli::bench::run(args),
     };

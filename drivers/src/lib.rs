@@ -9,6 +9,7 @@ pub mod mqtt_sim;
 pub mod plug;
 pub mod probe;
 pub mod regmap;
+pub mod scan;
 pub mod shelly;
 pub mod sunspec;
 pub mod tasmota;

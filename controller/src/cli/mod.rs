@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod plan;
 pub mod probe;
 pub mod run;
+pub mod scan;
 pub mod simulate;
 
 use std::net::SocketAddr;
