@@ -222,10 +222,18 @@ pub async fn start(
                         io::snapshot(opts.clock.now(), &pollers, loads.as_deref(), &lock(&faults));
                     let mut outcome = core.step(&image);
                     if let Some(job) = core.take_plan_job() {
+                        // On a thread of its own, not the runtime's blocking pool: a plan still
+                        // being solved when the controller stops is of no use, and the runtime
+                        // would wait for it before the process could exit.
                         let tx = plans_tx.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let _ = tx.blocking_send(Event::Plan(Box::new(job.solve())));
-                        });
+                        let spawned = std::thread::Builder::new()
+                            .name("horizon-plan".into())
+                            .spawn(move || {
+                                let _ = tx.blocking_send(Event::Plan(Box::new(job.solve())));
+                            });
+                        if let Err(e) = spawned {
+                            tracing::warn!(error = %e, "no thread for the horizon plan; the plan in force stays");
+                        }
                     }
                     log_changes(&outcome, &mut previous);
                     if let Some(loads) = &loads {
@@ -314,6 +322,16 @@ pub async fn start(
         }
         // A dry run has switched nothing and leaves everything as it found it.
         if let Some(loads) = loads.as_ref().filter(|_| !opts.dry_run) {
+            // Commands still on their way are settled (confirmed or given up) first, briefly:
+            // the health plugs' switch-on comes after them, so it is the last word.
+            let deadline = Instant::now() + SETTLE_AT_SHUTDOWN;
+            while !lock(&in_flight).is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let unsettled = lock(&in_flight).len();
+            if unsettled > 0 {
+                tracing::warn!(unsettled, "commands still unconfirmed at shutdown");
+            }
             leave_safe(&core, loads).await;
         }
         if let Some(sink) = opts.influx.take() {
@@ -335,6 +353,9 @@ pub async fn start(
         task,
     })
 }
+
+/// How long a stop waits for commands still being confirmed before the health plugs' switch-on.
+const SETTLE_AT_SHUTDOWN: Duration = Duration::from_millis(500);
 
 /// How often the learnt load profile is written to disk (and at shutdown).
 const PROFILE_SAVE_EVERY: Duration = Duration::from_secs(900);
