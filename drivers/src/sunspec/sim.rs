@@ -77,6 +77,13 @@ impl SunSpecImage {
         self
     }
 
+    /// The address just past the last model: where the end marker is, once [`Self::end`]ed.
+    pub fn end_address(&self) -> u16 {
+        self.base
+            + u16::try_from(self.regs.len()).unwrap_or(u16::MAX)
+            - if self.regs.ends_with(&[0xFFFF, 0]) { 2 } else { 0 }
+    }
+
     /// The models in chain order.
     pub fn models(&self) -> &[ModelEntry] {
         &self.models
@@ -403,8 +410,20 @@ impl SunSpecSim {
 
     /// A battery at `base`: models 1, 124, 802.
     pub fn battery(base: u16, capacity_wh: f64, max_watts: f64, soc_percent: f64) -> Self {
+        Self::battery_models(base, capacity_wh, max_watts, soc_percent, true)
+    }
+
+    fn battery_models(
+        base: u16,
+        capacity_wh: f64,
+        max_watts: f64,
+        soc_percent: f64,
+        with_common: bool,
+    ) -> Self {
         let mut image = SunSpecImage::new(base);
-        common(&mut image, "SimBattery", "BAT-0001");
+        if with_common {
+            common(&mut image, "SimBattery", "BAT-0001");
+        }
         image.add_model(124, 0);
         for (sf, v) in [
             ("WChaMax_SF", fitting_sf(max_watts)),
@@ -790,6 +809,87 @@ impl SunSpecSim {
     /// Starts serving this device for unit `unit` on `addr` (port 0: a free port).
     pub async fn serve(self, unit: u8, addr: SocketAddr) -> std::io::Result<ModbusSim<SunSpecSim>> {
         ModbusSim::start(self, unit, addr).await
+    }
+}
+
+/// A hybrid inverter: PV and storage in one SunSpec chain at one address and unit id, as hybrid
+/// inverters present them (one common model, then the inverter's models 103, 120, 123, then
+/// the storage models 124 and 802). The site file names it twice, once per role, with the same
+/// `address` and `unit_id`.
+#[derive(Debug, Clone)]
+pub struct HybridSim {
+    /// The PV half: models 1, 103, 120, 123.
+    pub pv: SunSpecSim,
+    /// The storage half: models 124, 802, right after the PV half's last model.
+    pub battery: SunSpecSim,
+    /// The first address of the storage half.
+    split: u16,
+}
+
+impl HybridSim {
+    /// A hybrid of `rated_watts` of PV and a battery of `capacity_wh`, `max_watts` each way.
+    pub fn new(
+        base: u16,
+        rated_watts: f64,
+        irradiance: Irradiance,
+        capacity_wh: f64,
+        max_watts: f64,
+        soc_percent: f64,
+    ) -> Self {
+        let pv = SunSpecSim::inverter(base, rated_watts, irradiance, false);
+        let split = pv.image.end_address();
+        // The storage image's own marker sits just before `split`, hidden by the PV half, so
+        // its models continue the PV chain.
+        let battery =
+            SunSpecSim::battery_models(split - 2, capacity_wh, max_watts, soc_percent, false);
+        Self { pv, battery, split }
+    }
+
+    /// Both halves run `speed` times faster than the wall clock.
+    pub fn set_speed(&mut self, speed: f64) {
+        self.pv.set_speed(speed);
+        self.battery.set_speed(speed);
+    }
+
+    /// Starts serving it for unit `unit` on `addr` (port 0: a free port).
+    pub async fn serve(self, unit: u8, addr: SocketAddr) -> std::io::Result<ModbusSim<HybridSim>> {
+        ModbusSim::start(self, unit, addr).await
+    }
+}
+
+impl SimDevice for HybridSim {
+    fn tick(&mut self, now: Instant) {
+        self.pv.update(now);
+        self.battery.update(now);
+    }
+
+    fn read(&mut self, table: Table, address: u16, count: u16) -> Result<Vec<u16>, u8> {
+        if table != Table::Holding {
+            return Err(0x01);
+        }
+        if count == 0 || count > 125 {
+            return Err(ILLEGAL_VALUE);
+        }
+        let end = u32::from(address) + u32::from(count);
+        let mut out = Vec::with_capacity(usize::from(count));
+        if address < self.split {
+            let n = (u32::from(self.split).min(end) - u32::from(address)) as u16;
+            out.extend(self.pv.image.read(address, n)?);
+        }
+        if end > u32::from(self.split) {
+            let from = address.max(self.split);
+            let n = (end - u32::from(from)) as u16;
+            out.extend(self.battery.image.read(from, n)?);
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, address: u16, words: &[u16], now: Instant) -> Result<(), u8> {
+        if address < self.split {
+            SimDevice::write(&mut self.pv, address, words, now)
+        } else {
+            SimDevice::write(&mut self.battery, address, words, now)
+        }
     }
 }
 
