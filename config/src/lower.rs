@@ -860,11 +860,28 @@ fn lower_control(doc: &mut Doc<'_>, at: &KeyPath, has_mqtt: bool) -> Option<Cont
                 );
                 false
             };
-            (a && b && full).then_some(Control::Tasmota {
-                topic: c.topic,
-                full_topic: c.full_topic,
-                relay: c.relay,
-            })
+            // Tasmota takes 0 (telemetry off) or 10 to 3600 s; 1 would mean "reset to 300".
+            let tele = match c.tele_period_secs {
+                None => Some(None),
+                Some(0) => Some(Some(0)),
+                Some(v) if (10..=3600).contains(&v) => u16::try_from(v).ok().map(Some),
+                Some(v) => {
+                    doc.error(
+                        &at.key("tele_period_secs"),
+                        format!("{v} is not a Tasmota TelePeriod: use 0 (telemetry off) or 10 to 3600 seconds"),
+                    );
+                    None
+                }
+            };
+            match (a && b && full, tele) {
+                (true, Some(tele_period_secs)) => Some(Control::Tasmota {
+                    topic: c.topic,
+                    full_topic: c.full_topic,
+                    relay: c.relay,
+                    tele_period_secs,
+                }),
+                _ => None,
+            }
         }),
         "shelly" => doc.read::<raw::ShellyControl>(at).and_then(|c| {
             non_empty(doc, &at.key("device_id"), &c.device_id).then_some(Control::Shelly {

@@ -294,6 +294,8 @@ pub enum Control {
         topic: String,
         full_topic: String,
         relay: u8,
+        /// `TelePeriod` the controller sets on the device (`None`: the device's own is kept).
+        tele_period_secs: Option<u16>,
     },
     Shelly {
         device_id: String,

@@ -266,6 +266,8 @@ pub(crate) struct TasmotaControl {
     pub full_topic: String,
     #[serde(default = "default_relay")]
     pub relay: u8,
+    #[serde(default)]
+    pub tele_period_secs: Option<u32>,
 }
 
 fn default_full_topic() -> String {

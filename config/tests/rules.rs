@@ -614,3 +614,36 @@ fn a_forecast_table_needs_a_source_and_a_topic_without_wildcards() {
         Some("pv.json")
     );
 }
+
+#[test]
+fn a_tasmota_tele_period_is_kept_unless_set_and_must_be_one_tasmota_accepts() {
+    let config = load(SITE, ASSEMBLY).unwrap();
+    assert!(matches!(
+        config.site.loads[0].control,
+        Control::Tasmota {
+            tele_period_secs: None,
+            ..
+        }
+    ));
+    let site = site_with(
+        r#"topic = "fridge" }"#,
+        r#"topic = "fridge", tele_period_secs = 10 }"#,
+    );
+    assert!(matches!(
+        load(&site, ASSEMBLY).unwrap().site.loads[0].control,
+        Control::Tasmota {
+            tele_period_secs: Some(10),
+            ..
+        }
+    ));
+    let site = site_with(
+        r#"topic = "fridge" }"#,
+        r#"topic = "fridge", tele_period_secs = 5 }"#,
+    );
+    assert_eq!(
+        errors(&site, ASSEMBLY),
+        vec![
+            "site.toml:26:68: loads[1].control.tele_period_secs: 5 is not a Tasmota TelePeriod: use 0 (telemetry off) or 10 to 3600 seconds"
+        ]
+    );
+}

@@ -14,7 +14,7 @@ use communalia_drivers::modbus_sim::ModbusSim;
 use communalia_drivers::mqtt::{MqttBus, MqttConfig};
 use communalia_drivers::mqtt_sim::MqttSim;
 use communalia_drivers::plug::PlugKind;
-use communalia_drivers::shelly::sim::ShellyPlug;
+use communalia_drivers::shelly::sim::{ShellyModel, ShellyPlug};
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use tokio::net::TcpListener;
@@ -90,8 +90,10 @@ pub fn config_from(
 }
 
 enum Plug {
-    Tasmota(MqttSim<TasmotaPlug>),
-    Shelly(MqttSim<ShellyPlug>),
+    /// A Tasmota device and the relay (1-based) the load is on.
+    Tasmota(MqttSim<TasmotaPlug>, usize),
+    /// A Shelly device and the switch component the load is on.
+    Shelly(MqttSim<ShellyPlug>, usize),
     Setpoint(watch::Receiver<f64>),
     /// Always on, not controllable (the telecom mast).
     Fixed(f64),
@@ -100,8 +102,8 @@ enum Plug {
 impl Plug {
     fn power(&self) -> f64 {
         match self {
-            Plug::Tasmota(s) => s.with(|p| p.power()),
-            Plug::Shelly(s) => s.with(|p| if p.on { p.nominal_watts } else { 0.0 }),
+            Plug::Tasmota(s, _) => s.with(|p| p.power()),
+            Plug::Shelly(s, _) => s.with(|p| p.total_power()),
             Plug::Setpoint(w) => *w.borrow(),
             Plug::Fixed(w) => *w,
         }
@@ -177,16 +179,50 @@ impl Village {
             .with_context(|| bind_err("meter", modbus(2)))?;
 
         let mqtt = MqttConfig::new(broker_addr.ip().to_string(), broker_addr.port(), "demo");
-        let tele = Duration::from_secs(5);
+        // The plugs are set up as the installer docs recommend (Tasmota TelePeriod 10, Shelly
+        // status notifications on), except the last Tasmota and the last Shelly of the file,
+        // which keep their factory settings (TelePeriod 300; status_ntf off, so only
+        // NotifyStatus on events/rpc): the controller must work with both.
+        let kinds: Vec<Option<PlugKind>> = config
+            .site
+            .loads
+            .iter()
+            .map(|l| plug_kind(&l.control))
+            .collect();
+        let last_tasmota = kinds
+            .iter()
+            .rposition(|k| matches!(k, Some(PlugKind::Tasmota(..))));
+        let last_shelly = kinds
+            .iter()
+            .rposition(|k| matches!(k, Some(PlugKind::Shelly(..))));
         let mut plugs = Vec::new();
         let mut setpoint_bus = None;
-        for l in &config.site.loads {
+        for (i, l) in config.site.loads.iter().enumerate() {
+            let stock = Some(i) == last_tasmota || Some(i) == last_shelly;
             let plug = match (plug_kind(&l.control), &l.control) {
                 (Some(PlugKind::Tasmota(topics, _)), _) => {
-                    Plug::Tasmota(TasmotaPlug::new(topics, l.nominal.0, tele).start(&mqtt))
+                    let relay = usize::from(topics.relay.max(1));
+                    let mut device = TasmotaPlug::new(topics, l.nominal.0).relays(relay);
+                    if !stock {
+                        device = device.tele_period(Duration::from_secs(10));
+                    }
+                    Plug::Tasmota(device.start(&mqtt), relay)
                 }
                 (Some(PlugKind::Shelly(topics)), _) => {
-                    Plug::Shelly(ShellyPlug::new(topics.prefix, l.nominal.0, tele).start(&mqtt))
+                    let channel = usize::from(topics.switch_id);
+                    let model = if channel > 0 {
+                        ShellyModel::Pro4Pm
+                    } else {
+                        ShellyModel::PlusPlugS
+                    };
+                    let mut device = ShellyPlug::new(topics.prefix, 0.0).model(model);
+                    if let Some(s) = device.switches.get_mut(channel) {
+                        s.nominal_watts = l.nominal.0;
+                    }
+                    if !stock {
+                        device = device.status_ntf(true);
+                    }
+                    Plug::Shelly(device.start(&mqtt), channel)
                 }
                 (
                     _,
@@ -271,7 +307,7 @@ impl Village {
     /// The simulated Tasmota plug of load `id`, to inspect it or inject faults.
     pub fn tasmota(&self, id: &str) -> Option<&MqttSim<TasmotaPlug>> {
         self.plugs.iter().find_map(|(i, p)| match p {
-            Plug::Tasmota(s) if i == id => Some(s),
+            Plug::Tasmota(s, _) if i == id => Some(s),
             _ => None,
         })
     }
@@ -279,7 +315,7 @@ impl Village {
     /// The simulated Shelly plug of load `id`, to inspect it or inject faults.
     pub fn shelly(&self, id: &str) -> Option<&MqttSim<ShellyPlug>> {
         self.plugs.iter().find_map(|(i, p)| match p {
-            Plug::Shelly(s) if i == id => Some(s),
+            Plug::Shelly(s, _) if i == id => Some(s),
             _ => None,
         })
     }
@@ -288,8 +324,8 @@ impl Village {
     pub fn plug_on(&self, id: &str) -> Option<bool> {
         self.plugs.iter().find_map(|(i, p)| match p {
             _ if i != id => None,
-            Plug::Tasmota(s) => Some(s.with(|p| p.on)),
-            Plug::Shelly(s) => Some(s.with(|p| p.on)),
+            Plug::Tasmota(s, relay) => Some(s.with(|p| p.relay(*relay))),
+            Plug::Shelly(s, channel) => Some(s.with(|p| p.output(*channel))),
             Plug::Setpoint(w) => Some(*w.borrow() > 0.0),
             Plug::Fixed(_) => None,
         })
@@ -302,12 +338,12 @@ impl Village {
             .iter()
             .filter_map(|(id, p)| {
                 let safe = match p {
-                    Plug::Tasmota(s) => s.with(|p| match p.power_on_state {
+                    Plug::Tasmota(s, _) => s.with(|p| match p.power_on_state {
                         0 => Some(false),
                         1 | 4 | 5 => Some(true),
                         _ => None,
                     }),
-                    Plug::Shelly(s) => s.with(|p| match p.initial_state.as_str() {
+                    Plug::Shelly(s, channel) => s.with(|p| match p.initial_state(*channel) {
                         "on" => Some(true),
                         "off" => Some(false),
                         _ => None,
@@ -323,8 +359,8 @@ impl Village {
     pub fn power_cycle_plugs(&self) {
         for (_, p) in self.plugs.iter() {
             match p {
-                Plug::Tasmota(s) => s.with(TasmotaPlug::power_cycle),
-                Plug::Shelly(s) => s.with(ShellyPlug::power_cycle),
+                Plug::Tasmota(s, _) => s.with(TasmotaPlug::power_cycle),
+                Plug::Shelly(s, _) => s.with(ShellyPlug::power_cycle),
                 Plug::Setpoint(_) | Plug::Fixed(_) => {}
             }
         }

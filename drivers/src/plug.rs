@@ -1,6 +1,27 @@
 //! Smart plugs over MQTT (Tasmota and Shelly): switching confirmed from the device's own
 //! report and retried with backoff, availability from the last will, the device-side
 //! fail-safe, and energy telemetry. Malformed payloads are counted and logged, never fatal.
+//!
+//! **Stock devices.** The driver works with the devices' factory settings and changes none of
+//! them except the fail-safe (and a Tasmota `TelePeriod` only when asked,
+//! [`MqttPlug::set_tele_period`]):
+//! - Tasmota: relay 1 is recognised as `POWER` (single relay) or `POWER1` (several relays or
+//!   `SetOption26 1`), relay `n > 1` as `POWERn`, on `stat/<t>/RESULT`, `stat/<t>/<key>` and
+//!   `tele/<t>/STATE` (see [`crate::tasmota`]).
+//! - Shelly Gen2/Gen3: replies are taken by request `id` and `dst` (our client id), never by
+//!   `src` (the device id, which need not be the topic prefix). A stock device has
+//!   `status_ntf` off, so changes arrive as `NotifyStatus` on `<prefix>/events/rpc`;
+//!   `<prefix>/status/switch:N` is read too when the installer enabled it.
+//!
+//! **Fresh readings without fast telemetry.** A stock Tasmota reports power every 300 s, a
+//! stock Shelly notifies `apower` only when it changes. Each plug therefore has a small
+//! refresher task: when the last power reading is about to go stale (older than
+//! [`PlugOptions::stale_after`] less [`PlugOptions::confirm_timeout`], and at least half of
+//! `stale_after`) it asks the device (Tasmota `Status 10`, Shelly `Switch.GetStatus`); it asks
+//! too for the relay state while none is known, and once [`SETTLE`] after each confirmed switch
+//! so the new power is seen at once. A device whose telemetry is faster than that is never asked.
+//! The Tasmota `TelePeriod` is read once ([`PlugStatus::tele_period_secs`]) and logged; staleness
+//! is judged from `stale_after` alone, so a reading 300 s old is never taken as current.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -69,6 +90,10 @@ pub struct PlugStatus {
     pub malformed: u64,
     /// Fail-safe confirmed by the device (Tasmota `PowerOnState`, Shelly `initial_state`).
     pub fail_safe: Option<String>,
+    /// Tasmota `TelePeriod` as the device reported it (0: telemetry disabled).
+    pub tele_period_secs: Option<u64>,
+    /// Readings asked for by the refresher (Tasmota `Status 10`, Shelly `Switch.GetStatus`).
+    pub polls: u64,
     /// When the power reading arrived.
     #[serde(skip)]
     pub power_at: Option<Instant>,
@@ -85,6 +110,10 @@ pub struct PlugStatus {
 /// Unanswered requests remembered per plug; older ones are given up.
 const MAX_PENDING: usize = 64;
 
+/// How long after a confirmed switch the refresher asks for the new power reading (a metering
+/// chip needs a moment to measure the new load).
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// A plug on a shared MQTT connection.
 #[derive(Debug)]
 pub struct MqttPlug {
@@ -93,6 +122,15 @@ pub struct MqttPlug {
     options: PlugOptions,
     state: watch::Receiver<PlugStatus>,
     tx: Arc<watch::Sender<PlugStatus>>,
+    /// Wakes the refresher after a confirmed switch.
+    switched: Arc<tokio::sync::Notify>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MqttPlug {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
 }
 
 fn now() -> Instant {
@@ -120,12 +158,12 @@ impl MqttPlug {
         let mut routes: Vec<(String, Handler)> = Vec::new();
         match &kind {
             PlugKind::Tasmota(t, keys) => {
-                let key = t.power_key();
+                let report_keys = t.report_keys();
                 for topic in [t.stat("RESULT"), t.tele("STATE")] {
-                    let (tx, key, name) = (Arc::clone(&tx), key.clone(), topic.clone());
+                    let (tx, keys, name) = (Arc::clone(&tx), report_keys.clone(), topic.clone());
                     routes.push((
                         topic,
-                        handler(move |p| match tasmota::parse_power_json(p, &key) {
+                        handler(move |p| match tasmota::parse_power_json_keys(p, &keys) {
                             Ok(state) => tx.send_modify(|s| {
                                 s.last_seen = Some(now());
                                 if let Some(on) = state {
@@ -135,13 +173,16 @@ impl MqttPlug {
                                 if let Ok(Some(n)) = tasmota::parse_power_on_state(p) {
                                     s.fail_safe = Some(format!("PowerOnState {n}"));
                                 }
+                                if let Ok(Some(secs)) = tasmota::parse_tele_period(p) {
+                                    s.tele_period_secs = Some(secs);
+                                }
                             }),
                             Err(e) => malformed(&tx, &name, &e),
                         }),
                     ));
                 }
-                {
-                    let (tx, name) = (Arc::clone(&tx), t.stat(&key));
+                for key in &report_keys {
+                    let (tx, name) = (Arc::clone(&tx), t.stat(key));
                     routes.push((
                         name.clone(),
                         handler(move |p| match tasmota::parse_power_word(p) {
@@ -246,12 +287,18 @@ impl MqttPlug {
                 {
                     // Replies to this bus's client id: several plugs share the topic, and each
                     // takes only the replies to its own requests, matched by id (unique on the
-                    // connection). The reply's `src` is the device id, which need not be the
-                    // topic prefix, so it says nothing about which plug asked.
-                    let (tx, name) = (Arc::clone(&tx), ShellyTopics::reply_topic(bus.client_id()));
+                    // connection) and dst (our client id: another client subscribed to a topic
+                    // that overlaps ours gets its own replies there too). The reply's `src` is
+                    // the device id, which need not be the topic prefix, so it says nothing
+                    // about which plug asked.
+                    let client_id = bus.client_id().to_owned();
+                    let (tx, name) = (Arc::clone(&tx), ShellyTopics::reply_topic(&client_id));
                     routes.push((
                         name.clone(),
                         handler(move |p| match shelly::parse_rpc_reply(p) {
+                            Ok(reply) if reply.dst.as_deref() != Some(client_id.as_str()) => {
+                                tracing::debug!(topic = %name, dst = ?reply.dst, "rpc reply for another client ignored");
+                            }
                             Ok(reply) => {
                                 tx.send_if_modified(|s| {
                                     let Some(at) = s.pending.iter().position(|i| *i == reply.id)
@@ -260,21 +307,9 @@ impl MqttPlug {
                                     };
                                     s.pending.remove(at);
                                     if let Ok(result) = &reply.outcome {
-                                        if let Some(on) = result
-                                            .get("output")
-                                            .and_then(serde_json::Value::as_bool)
-                                        {
-                                            s.on = Some(on);
-                                            s.reports += 1;
-                                        }
-                                        if let Some(w) = result
-                                            .get("apower")
-                                            .and_then(serde_json::Value::as_f64)
-                                            .filter(|f| f.is_finite())
-                                        {
-                                            s.power = Some(Watts(w));
-                                            s.power_at = Some(now());
-                                        }
+                                        // Switch.GetStatus: output, apower, aenergy.total. Other
+                                        // results (`was_on`, `restart_required`) carry none.
+                                        apply(s, shelly::switch_fields(result));
                                     }
                                     s.last_seen = Some(now());
                                     s.rpc.push((reply.id, reply.outcome));
@@ -293,12 +328,23 @@ impl MqttPlug {
         for (topic, h) in routes {
             bus.subscribe(&topic, h).await?;
         }
+        let switched = Arc::new(tokio::sync::Notify::new());
+        let refresher = tokio::spawn(refresh(Refresher {
+            bus: bus.clone(),
+            kind: kind.clone(),
+            every: refresh_after(&options),
+            state: rx.clone(),
+            tx: Arc::clone(&tx),
+            switched: Arc::clone(&switched),
+        }));
         Ok(Self {
             bus: bus.clone(),
             kind,
             options,
             state: rx,
             tx,
+            switched,
+            refresher,
         })
     }
 
@@ -402,6 +448,9 @@ impl MqttPlug {
                 )
             });
             if let Ok(Ok(outcome)) = waited {
+                if outcome.is_ok() {
+                    self.switched.notify_one();
+                }
                 return outcome;
             }
             tracing::debug!(attempt, on, "plug did not confirm, retrying");
@@ -495,6 +544,152 @@ impl MqttPlug {
             (Some(_), _) => Err(DriverError::Stale),
             (None, _) if s.last_seen.is_none() => Err(DriverError::Offline),
             (None, _) => Err(DriverError::NotImplemented("power")),
+        }
+    }
+}
+
+impl MqttPlug {
+    /// Sets a Tasmota's `TelePeriod` (10 to 3600 s, 0 disables telemetry) and waits for the
+    /// device to confirm it. Only for a site that asks: the driver works with any period.
+    pub async fn set_tele_period(&self, secs: u16) -> Result<()> {
+        let PlugKind::Tasmota(t, _) = &self.kind else {
+            return Err(DriverError::Invalid(
+                "only a Tasmota plug has a TelePeriod".into(),
+            ));
+        };
+        let mut pause = self.options.backoff;
+        for attempt in 1..=self.options.attempts.max(1) {
+            let mut rx = self.state.clone();
+            let (topic, payload) = t.tele_period_command(Some(secs));
+            self.bus.publish(&topic, payload).await?;
+            let ok = tokio::time::timeout(
+                self.options.confirm_timeout,
+                rx.wait_for(|s| s.tele_period_secs == Some(u64::from(secs))),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if ok {
+                return Ok(());
+            }
+            if attempt < self.options.attempts {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+        }
+        Err(DriverError::NotConfirmed {
+            attempts: self.options.attempts.max(1),
+        })
+    }
+}
+
+/// How old a power reading may grow before the refresher asks for a new one: early enough for
+/// the answer to come before [`PlugOptions::stale_after`], and not more often than every half
+/// of it.
+pub fn refresh_after(options: &PlugOptions) -> Duration {
+    options
+        .stale_after
+        .saturating_sub(options.confirm_timeout)
+        .max(options.stale_after / 2)
+        .max(Duration::from_millis(100))
+}
+
+struct Refresher {
+    bus: MqttBus,
+    kind: PlugKind,
+    every: Duration,
+    state: watch::Receiver<PlugStatus>,
+    tx: Arc<watch::Sender<PlugStatus>>,
+    switched: Arc<tokio::sync::Notify>,
+}
+
+impl Refresher {
+    /// Asks for a reading (and for the relay state while it is unknown: Tasmota `State`, never a
+    /// `Power` command, so nothing that watches the power topic takes it for a switch).
+    async fn poll(&self, ask_state: bool) {
+        let sent = match &self.kind {
+            PlugKind::Tasmota(t, _) => {
+                let mut r = Ok(());
+                if ask_state {
+                    let (topic, payload) = t.state_command();
+                    r = self.bus.publish(&topic, payload).await;
+                }
+                let (topic, payload) = t.sensor_status_command();
+                r.and(self.bus.publish(&topic, payload).await)
+            }
+            PlugKind::Shelly(t) => {
+                let id = self.bus.next_request_id();
+                self.tx.send_if_modified(|s| {
+                    s.pending.push_back(id);
+                    if s.pending.len() > MAX_PENDING {
+                        s.pending.pop_front();
+                    }
+                    false
+                });
+                self.bus
+                    .publish(&t.rpc(), t.switch_get_status(id, self.bus.client_id()))
+                    .await
+            }
+        };
+        match sent {
+            Ok(()) => self.tx.send_if_modified(|s| {
+                s.polls += 1;
+                false
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "plug reading not asked for");
+                false
+            }
+        };
+    }
+}
+
+/// The refresher task of one plug (see the module docs).
+async fn refresh(r: Refresher) {
+    if let PlugKind::Tasmota(t, _) = &r.kind {
+        let (topic, payload) = t.tele_period_command(None);
+        if let Err(e) = r.bus.publish(&topic, payload).await {
+            tracing::debug!(error = %e, "tasmota TelePeriod not asked for");
+        }
+    }
+    let mut rx = r.state.clone();
+    let mut told_period = false;
+    loop {
+        let (online, on_known, power_at, tele) = {
+            let s = rx.borrow_and_update();
+            (s.online, s.on.is_some(), s.power_at, s.tele_period_secs)
+        };
+        if let (false, Some(secs), PlugKind::Tasmota(t, _)) = (told_period, tele, &r.kind) {
+            told_period = true;
+            tracing::info!(
+                topic = %t.topic,
+                tele_period_secs = secs,
+                refresh_secs = r.every.as_secs_f64(),
+                "tasmota TelePeriod read; power asked for with Status 10 when telemetry is slower"
+            );
+        }
+        let t = now();
+        let due = power_at.is_none_or(|at| t.saturating_duration_since(at) >= r.every);
+        if online != Some(false) && (due || !on_known) {
+            r.poll(!on_known).await;
+        }
+        // Next look: when the present reading comes due; after a question, one period from now
+        // (one question per period at most, answered or not).
+        let wake = match power_at {
+            Some(at) if at + r.every > t => at + r.every,
+            _ => t + r.every,
+        };
+        let was_online = online == Some(true);
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            () = r.switched.notified() => {
+                tokio::time::sleep(SETTLE.min(r.every)).await;
+                r.poll(false).await;
+            }
+            back = async { rx.wait_for(|s| !was_online && s.online == Some(true)).await.map(|_| ()) } => {
+                if back.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

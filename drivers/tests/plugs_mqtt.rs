@@ -54,7 +54,10 @@ async fn rig<B: MqttBehaviour>(
 async fn tasmota(watts: f64, period: Duration) -> Rig<TasmotaPlug> {
     let topics = TasmotaTopics::new(unique("tas"));
     let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
-    rig(kind, |b| TasmotaPlug::new(topics, watts, period).start(b)).await
+    rig(kind, |b| {
+        TasmotaPlug::new(topics, watts).tele_period(period).start(b)
+    })
+    .await
 }
 
 /// The simulated Shelly `device`, and the driver for the plug under `prefix`.
@@ -75,14 +78,14 @@ async fn a_tasmota_switch_is_confirmed_from_the_devices_report() {
     let Rig { sim, plug, .. } = &tasmota(150.0, Duration::from_millis(200)).await;
     wait_online(plug, true).await;
     plug.switch_confirmed(true).await.unwrap();
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.on()));
     assert_eq!(plug.status().on, Some(true));
     wait_until("power telemetry", WAIT, async || {
         plug.power().ok() == Some(Watts(150.0))
     })
     .await;
     plug.switch_confirmed(false).await.unwrap();
-    assert!(!sim.with(|d| d.on));
+    assert!(!sim.with(|d| d.on()));
 }
 
 #[tokio::test]
@@ -91,7 +94,7 @@ async fn a_silent_tasmota_is_retried_with_backoff_then_reported_unconfirmed() {
     sim.set_faults(|f| f.mute = true);
     let err = plug.switch_confirmed(true).await.unwrap_err();
     assert_eq!(err, DriverError::NotConfirmed { attempts: 3 });
-    assert!(!sim.with(|d| d.on));
+    assert!(!sim.with(|d| d.on()));
 }
 
 #[tokio::test]
@@ -114,10 +117,10 @@ async fn the_tasmota_fail_safe_leaves_a_health_load_on_after_a_power_cut() {
     assert_eq!(sim.with(|d| d.power_on_state), 1);
     assert_eq!(plug.status().fail_safe.as_deref(), Some("PowerOnState 1"));
     sim.with(|d| {
-        d.on = false;
+        d.set_relay(1, false);
         d.power_cycle();
     });
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.on()));
     plug.set_fail_safe(false).await.unwrap();
     assert_eq!(sim.with(|d| d.power_on_state), 0);
 }
@@ -149,38 +152,36 @@ async fn a_custom_full_topic_and_relay_reach_the_device() {
         .full_topic("site/%topic%/%prefix%/")
         .relay(2);
     let kind = PlugKind::Tasmota(topics.clone(), SensorKeys::default());
-    let Rig { sim, plug, .. } = &rig(kind, |b| {
-        TasmotaPlug::new(topics, 10.0, Duration::from_secs(60)).start(b)
-    })
-    .await;
+    let Rig { sim, plug, .. } =
+        &rig(kind, |b| TasmotaPlug::new(topics, 10.0).relays(2).start(b)).await;
     plug.switch_confirmed(true).await.unwrap();
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.relay(2)));
 }
 
 #[tokio::test]
 async fn a_shelly_switch_is_confirmed_and_its_fail_safe_set_by_rpc() {
     let prefix = unique("shellyplusplugs");
-    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_millis(200));
+    let device = ShellyPlug::new(&prefix, 60.0).period(Duration::from_millis(200));
     let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
     plug.switch_confirmed(true).await.unwrap();
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.output(0)));
     wait_until("power", WAIT, async || {
         plug.power().ok() == Some(Watts(60.0))
     })
     .await;
     plug.set_fail_safe(true).await.unwrap();
-    assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
+    assert_eq!(sim.with(|d| d.initial_state(0).to_owned()), "on");
     sim.with(|d| {
-        d.on = false;
+        d.set_output(0, false);
         d.power_cycle();
     });
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.output(0)));
 }
 
 #[tokio::test]
 async fn a_shelly_that_drops_off_is_seen_offline() {
     let prefix = unique("shelly");
-    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60));
+    let device = ShellyPlug::new(&prefix, 60.0);
     let Rig { sim, plug, .. } = &shelly(device, &prefix).await;
     wait_online(plug, true).await;
     sim.set_faults(|f| f.offline = true);
@@ -216,7 +217,7 @@ async fn plugs_work_again_after_the_broker_restarts() {
         async || plug.switch_confirmed(false).await.is_ok(),
     )
     .await;
-    assert!(!sim.with(|d| d.on));
+    assert!(!sim.with(|d| d.on()));
 }
 
 /// Regression: replies were matched by their `src`, which a Shelly sets to its device id, not
@@ -224,14 +225,13 @@ async fn plugs_work_again_after_the_broker_restarts() {
 #[tokio::test]
 async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe_and_refusals() {
     let prefix = unique("site/kitchen-plug");
-    let device = ShellyPlug::new(&prefix, 60.0, Duration::from_secs(60))
-        .device_id(unique("shellyplusplugs-a8032ab1c2d3"));
+    let device = ShellyPlug::new(&prefix, 60.0).device_id(unique("shellyplusplugs-a8032ab1c2d3"));
     let Rig { sim, bus, plug, .. } = &shelly(device, &prefix).await;
     plug.set_fail_safe(true).await.unwrap();
-    assert_eq!(sim.with(|d| d.initial_state.clone()), "on");
+    assert_eq!(sim.with(|d| d.initial_state(0).to_owned()), "on");
     assert_eq!(plug.status().fail_safe.as_deref(), Some("initial_state on"));
     plug.switch_confirmed(true).await.unwrap();
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.output(0)));
 
     // The device has no switch 1: its refusal must come back as such, not as silence.
     let mut topics = ShellyTopics::new(&prefix);
@@ -241,13 +241,13 @@ async fn a_shelly_whose_topic_prefix_is_not_its_device_id_confirms_its_fail_safe
         .unwrap();
     let err = wrong.switch_confirmed(false).await.unwrap_err();
     assert!(matches!(err, DriverError::Invalid(_)), "{err:?}");
-    assert!(sim.with(|d| d.on));
+    assert!(sim.with(|d| d.output(0)));
 }
 
 #[tokio::test]
 async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_requests() {
     let a = unique("shelly-a");
-    let device_a = ShellyPlug::new(&a, 60.0, Duration::from_secs(60));
+    let device_a = ShellyPlug::new(&a, 60.0);
     let Rig {
         broker,
         sim: sim_a,
@@ -255,7 +255,7 @@ async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_re
         plug: plug_a,
     } = &shelly(device_a, &a).await;
     let b = unique("shelly-b");
-    let sim_b = ShellyPlug::new(&b, 90.0, Duration::from_secs(60)).start(&broker.config("dev"));
+    let sim_b = ShellyPlug::new(&b, 90.0).start(&broker.config("dev"));
     assert!(sim_b.wait_connected(WAIT).await);
     let plug_b = MqttPlug::attach(bus, PlugKind::Shelly(ShellyTopics::new(&b)), fast())
         .await
@@ -267,5 +267,5 @@ async fn shelly_plugs_sharing_a_connection_take_only_the_replies_to_their_own_re
     assert_ne!(seen_by_a.on, Some(true), "{seen_by_a:?}");
     assert_ne!(seen_by_a.power, Some(Watts(90.0)), "{seen_by_a:?}");
     assert_eq!(seen_by_a.fail_safe, None);
-    assert!(!sim_a.with(|d| d.on));
+    assert!(!sim_a.with(|d| d.output(0)));
 }

@@ -536,7 +536,10 @@ async fn broker_restart_plugs_are_reconfirmed_within_a_few_cycles() {
     assert!(Harness::load(&p, home).on, "{home} should be on at noon");
     h.broker.stop();
     // While the broker is away, someone switches the home off at the plug.
-    h.village.tasmota(home).unwrap().with(|p| p.on = false);
+    h.village
+        .tasmota(home)
+        .unwrap()
+        .with(|p| p.set_relay(1, false));
     h.broker.restart().unwrap();
     let restarted = Instant::now();
     for l in &h.config.site.loads {
@@ -581,6 +584,7 @@ async fn spy_commands(h: &Harness, load: &str) -> Arc<std::sync::atomic::AtomicU
         topic,
         full_topic,
         relay,
+        ..
     }) = h.config.site.load(load).map(|l| l.control.clone())
     else {
         panic!("{load} is not on a Tasmota plug");

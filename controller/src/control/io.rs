@@ -164,6 +164,7 @@ pub fn plug_kind(control: &cfg::Control) -> Option<PlugKind> {
             topic,
             full_topic,
             relay,
+            ..
         } => Some(PlugKind::Tasmota(
             TasmotaTopics::new(topic.clone())
                 .full_topic(full_topic.clone())
@@ -201,6 +202,8 @@ pub struct Loads {
     pub bus: MqttBus,
     pub links: BTreeMap<String, LoadLink>,
     stale_after: Duration,
+    /// Tasmota `TelePeriod`s the site file sets, by load id (others keep the device's own).
+    tele_periods: BTreeMap<String, u16>,
 }
 
 impl Loads {
@@ -233,6 +236,16 @@ impl Loads {
             ..PlugOptions::default()
         };
         let mut links = BTreeMap::new();
+        let tele_periods = loads
+            .iter()
+            .filter_map(|l| match &l.control {
+                cfg::Control::Tasmota {
+                    tele_period_secs: Some(secs),
+                    ..
+                } => Some((l.id.clone(), *secs)),
+                _ => None,
+            })
+            .collect();
         for l in loads {
             if let Some(kind) = plug_kind(&l.control) {
                 let plug = MqttPlug::attach(&bus, kind, options).await?;
@@ -289,6 +302,7 @@ impl Loads {
             bus,
             links,
             stale_after,
+            tele_periods,
         })
     }
 
@@ -324,15 +338,23 @@ impl Loads {
             .collect()
     }
 
-    /// Sets each plug's own fail-safe (health loads come back on after a power cut, others off).
+    /// Sets each plug's own fail-safe (health loads come back on after a power cut, others off),
+    /// and the Tasmota `TelePeriod` where the site file sets one (nothing else of the device's
+    /// settings is changed).
     pub async fn set_fail_safes(&self, is_health: impl Fn(&str) -> bool) {
         let mut set = JoinSet::new();
         for (id, link) in &self.links {
             if let LoadLink::Plug(p) = link {
                 let (p, id, health) = (Arc::clone(p), id.clone(), is_health(id));
+                let tele = self.tele_periods.get(&id).copied();
                 set.spawn(async move {
                     if let Err(e) = p.set_fail_safe(health).await {
                         tracing::warn!(load = %id, error = %e, "device-side fail-safe not confirmed");
+                    }
+                    if let Some(secs) = tele
+                        && let Err(e) = p.set_tele_period(secs).await
+                    {
+                        tracing::warn!(load = %id, tele_period_secs = secs, error = %e, "tasmota TelePeriod not confirmed");
                     }
                 });
             }

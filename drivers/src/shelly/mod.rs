@@ -100,7 +100,9 @@ fn finite(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64).filter(|f| f.is_finite())
 }
 
-fn switch_fields(v: &Value) -> SwitchStatus {
+/// The switch fields of a status object (a `Switch.GetStatus` result, a `status/switch:N`
+/// message, or the part of a `NotifyStatus` about one switch): each `None` when absent.
+pub fn switch_fields(v: &Value) -> SwitchStatus {
     SwitchStatus {
         output: v.get("output").and_then(Value::as_bool),
         power: finite(v.get("apower")).map(Watts),
@@ -133,6 +135,8 @@ pub fn parse_notify(payload: &[u8], switch_id: u8) -> Result<Option<SwitchStatus
 pub struct RpcReply {
     /// Request id it answers.
     pub id: u64,
+    /// Whom it is for: the `src` of the request (our client id).
+    pub dst: Option<String>,
     /// `Ok(result)` or `Err((code, message))`.
     pub outcome: Result<Value, (i64, String)>,
 }
@@ -155,7 +159,8 @@ pub fn parse_rpc_reply(payload: &[u8]) -> Result<RpcReply, ParseError> {
     } else {
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
     };
-    Ok(RpcReply { id, outcome })
+    let dst = v.get("dst").and_then(Value::as_str).map(str::to_owned);
+    Ok(RpcReply { id, dst, outcome })
 }
 
 /// `true`/`false` from `<prefix>/online`.
@@ -263,7 +268,7 @@ mod tests {
     fn rpc_replies_are_results_or_errors() {
         let ok =
             parse_rpc_reply(br#"{"id":7,"src":"p","dst":"c","result":{"was_on":false}}"#).unwrap();
-        assert_eq!(ok.id, 7);
+        assert_eq!((ok.id, ok.dst.as_deref()), (7, Some("c")));
         assert_eq!(ok.outcome, Ok(json!({"was_on": false})));
         let err = parse_rpc_reply(
             br#"{"id":8,"src":"p","dst":"c","error":{"code":-103,"message":"bad id"}}"#,

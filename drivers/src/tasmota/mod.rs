@@ -1,5 +1,21 @@
 //! Tasmota over MQTT, the pure part: topics from a configurable FullTopic, command payloads,
 //! and parsing of `RESULT`, `POWER`, `STATE`, `SENSOR` and `LWT` messages.
+//!
+//! **Which key carries the relay.** Stock Tasmota names relay `n` in its replies by
+//! `GetPowerDevice` (tasmota/tasmota_support/support_tasmota.ino): `POWER`, with the index
+//! appended only when `devices_present + SetOption26 > 1`. So a single-relay plug answers
+//! `cmnd/<t>/POWER1 ON` with `stat/<t>/RESULT {"POWER":"ON"}` and `stat/<t>/POWER ON`, and its
+//! `tele/<t>/STATE` carries `"POWER"`; a multi-relay device, or one with `SetOption26 1`, says
+//! `POWER1`..`POWER8`. Relay 1 is therefore recognised under both `POWER` and `POWER1`, relay
+//! `n > 1` only under `POWERn` ([`TasmotaTopics::report_keys`]).
+//!
+//! **TelePeriod.** Tasmota's stock `TelePeriod` is 300 s (Tasmota docs, Commands: "TelePeriod
+//! 0 = disable telemetry messages, 1 = reset to firmware default, 10..3600 = set telemetry
+//! period in seconds (default = 300)"); sent with an empty payload it answers
+//! `stat/<t>/RESULT {"TelePeriod":300}`. The driver does not change it (unless the site file
+//! asks, see [`TasmotaTopics::tele_period_command`]); it reads it, and keeps power readings fresh
+//! by asking `Status 10` (`stat/<t>/STATUS10 {"StatusSNS":{...}}`) whenever the last reading
+//! is about to go stale, and once shortly after each confirmed switch (see `crate::plug`).
 
 pub mod sim;
 
@@ -82,6 +98,37 @@ impl TasmotaTopics {
         }
     }
 
+    /// The keys a stock device may name this relay by in `RESULT`, `STATE` and `stat/<t>/<key>`
+    /// (see the module docs): relay 0 or 1 is `POWER` on a single-relay device and `POWER1` on a
+    /// multi-relay one or with `SetOption26 1`; relay `n > 1` is always `POWERn`.
+    pub fn report_keys(&self) -> Vec<String> {
+        if self.relay <= 1 {
+            vec!["POWER".into(), "POWER1".into()]
+        } else {
+            vec![self.power_key()]
+        }
+    }
+
+    /// Topic and payload asking for the device's `TelePeriod` (empty) or setting it.
+    pub fn tele_period_command(&self, secs: Option<u16>) -> (String, String) {
+        (
+            self.cmnd("TelePeriod"),
+            secs.map(|s| s.to_string()).unwrap_or_default(),
+        )
+    }
+
+    /// Topic and payload asking for the relay states now (`State`, answered on
+    /// `stat/<t>/RESULT` with the `STATE` object): a query that is not a `Power` command.
+    pub fn state_command(&self) -> (String, &'static str) {
+        (self.cmnd("State"), "")
+    }
+
+    /// Topic and payload asking for the sensor readings now (`Status 10`, answered on
+    /// `stat/<t>/STATUS10`).
+    pub fn sensor_status_command(&self) -> (String, &'static str) {
+        (self.cmnd("Status"), "10")
+    }
+
     /// Topic and payload to switch the relay.
     pub fn power_command(&self, on: bool) -> (String, &'static str) {
         (self.cmnd(&self.power_key()), if on { "ON" } else { "OFF" })
@@ -135,6 +182,23 @@ pub fn parse_power_json(payload: &[u8], power_key: &str) -> Result<Option<bool>,
             .ok_or_else(|| ParseError(format!("{power_key} is {n}"))),
         Some(other) => Err(ParseError(format!("{power_key} is {other}"))),
     }
+}
+
+/// The relay state under the first of `keys` that a `RESULT` or `STATE` object carries (see
+/// [`parse_power_json`]).
+pub fn parse_power_json_keys(payload: &[u8], keys: &[String]) -> Result<Option<bool>, ParseError> {
+    for key in keys {
+        if let Some(state) = parse_power_json(payload, key)? {
+            return Ok(Some(state));
+        }
+    }
+    Ok(None)
+}
+
+/// `TelePeriod` confirmed in a `RESULT` message, in seconds (0: telemetry disabled).
+pub fn parse_tele_period(payload: &[u8]) -> Result<Option<u64>, ParseError> {
+    let v = parse_json(payload)?;
+    Ok(v.get("TelePeriod").and_then(Value::as_u64))
 }
 
 /// `PowerOnState` confirmed in a `RESULT` message.
@@ -321,6 +385,40 @@ mod tests {
     }
 
     #[test]
+    fn relay_one_is_known_by_power_and_power1_and_relay_two_only_by_power2() {
+        let one = TasmotaTopics::new("t").relay(1);
+        assert_eq!(one.power_command(true), ("cmnd/t/POWER1".into(), "ON"));
+        let keys = one.report_keys();
+        assert_eq!(
+            parse_power_json_keys(br#"{"POWER":"ON"}"#, &keys),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            parse_power_json_keys(br#"{"POWER1":"OFF"}"#, &keys),
+            Ok(Some(false))
+        );
+        let two = TasmotaTopics::new("t").relay(2).report_keys();
+        assert_eq!(parse_power_json_keys(br#"{"POWER":"ON"}"#, &two), Ok(None));
+        assert_eq!(
+            parse_power_json_keys(br#"{"POWER1":"ON","POWER2":"OFF"}"#, &two),
+            Ok(Some(false))
+        );
+    }
+
+    #[test]
+    fn the_tele_period_is_read_from_its_result() {
+        assert_eq!(parse_tele_period(br#"{"TelePeriod":300}"#), Ok(Some(300)));
+        assert_eq!(parse_tele_period(br#"{"POWER":"ON"}"#), Ok(None));
+        let t = TasmotaTopics::new("t");
+        assert_eq!(
+            t.tele_period_command(None),
+            ("cmnd/t/TelePeriod".into(), String::new())
+        );
+        assert_eq!(t.tele_period_command(Some(10)).1, "10");
+        assert_eq!(t.sensor_status_command(), ("cmnd/t/Status".into(), "10"));
+    }
+
+    #[test]
     fn last_will_words_are_online_and_offline_only() {
         assert_eq!(parse_lwt(b"Online"), Some(true));
         assert_eq!(parse_lwt(b"Offline"), Some(false));
@@ -335,6 +433,8 @@ mod tests {
             let _ = parse_power_word(&payload);
             let _ = parse_lwt(&payload);
             let _ = parse_power_on_state(&payload);
+            let _ = parse_tele_period(&payload);
+            let _ = parse_power_json_keys(&payload, &["POWER".into(), "POWER1".into()]);
         }
 
         #[test]

@@ -1,4 +1,21 @@
-//! Simulated Tasmota plug with energy monitoring, speaking Tasmota's MQTT protocol.
+//! Simulated Tasmota device with energy monitoring, speaking Tasmota's MQTT protocol as the
+//! stock firmware does. Defaults are stock: one relay, `SetOption26 0`, `TelePeriod 300`,
+//! `PowerOnState 3`; [`TasmotaPlug::relays`], [`TasmotaPlug::set_option26`] and
+//! [`TasmotaPlug::tele_period`] give the variants.
+//!
+//! Sources for the behaviour (Tasmota firmware and its docs, <https://tasmota.github.io/docs/Commands/>):
+//! - relay `n` is named by `GetPowerDevice` (tasmota/tasmota_support/support_tasmota.ino):
+//!   `POWER`, with `n` appended when `devices_present + SetOption26 > 1`; `MqttPublishPowerState`
+//!   publishes `stat/<t>/RESULT {"<name>":"ON"}` then `stat/<t>/<name> ON`, and `MqttShowState`
+//!   puts the same names into `tele/<t>/STATE`;
+//! - `Power` without an index is relay 1; an index above the relays present is not a command;
+//! - on connecting, `MqttConnected` publishes every relay's state (`MqttPublishAllPowerState`);
+//! - `TelePeriod`: 0 disables telemetry, 1 resets to the default 300, 10..3600 seconds; an empty
+//!   payload reports it as `{"TelePeriod":300}`;
+//! - `State` answers on `stat/<t>/RESULT` with what `tele/<t>/STATE` carries;
+//! - `Status 10` (and the older `Status 8`) answer on `stat/<t>/STATUS10` with `{"StatusSNS":{...}}`;
+//! - `PowerOnState` 0 off, 1 on, 2 toggle, 3 last state (default), 4 on and locked, 5 on after
+//!   `PulseTime` (treated as on here).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,24 +26,32 @@ use crate::mqtt_sim::{MqttBehaviour, MqttSim, Outgoing};
 
 use super::TasmotaTopics;
 
-/// The state of a simulated Tasmota plug.
+/// Tasmota's default `TelePeriod`.
+pub const STOCK_TELE_PERIOD: Duration = Duration::from_secs(300);
+
+/// The state of a simulated Tasmota device.
 #[derive(Debug, Clone)]
 pub struct TasmotaPlug {
+    /// FullTopic and Topic (its `relay` is not used: a device has relays, not a relay).
     topics: TasmotaTopics,
-    /// Relay state.
-    pub on: bool,
-    /// Power drawn when on.
+    /// Relay states, `POWER1` first.
+    pub relays: Vec<bool>,
+    /// Power drawn by the load on each relay when that relay is on.
     pub nominal_watts: f64,
     /// Relay state after a power cut: 0 off, 1 on, 2 toggle, 3 last (default), 4 on and locked.
     pub power_on_state: u8,
-    /// Telemetry period.
+    /// `SetOption26`: name relay 1 `POWER1` even on a single-relay device.
+    pub set_option26: bool,
+    /// Telemetry period (`TelePeriod`; zero: telemetry disabled).
     pub tele_period: Duration,
     /// Energy counter in kWh.
     pub total_kwh: f64,
     started: Instant,
     last_energy: Instant,
-    /// Commands received.
+    /// Commands received (any).
     pub commands: u64,
+    /// `Power` commands that asked for a state (`ON`, `OFF`, `TOGGLE`), not mere queries.
+    pub switch_commands: u64,
 }
 
 /// Local time in Tasmota's format (`2026-06-01T12:00:00`, UTC here).
@@ -52,20 +77,40 @@ pub fn tasmota_time(t: SystemTime) -> String {
 }
 
 impl TasmotaPlug {
-    /// A plug with topic `topic`, `nominal_watts` when on, telemetry every `tele_period`.
-    pub fn new(topics: TasmotaTopics, nominal_watts: f64, tele_period: Duration) -> Self {
+    /// A stock single-relay plug with Topic `topics.topic`, `nominal_watts` when on.
+    pub fn new(topics: TasmotaTopics, nominal_watts: f64) -> Self {
         let now = Instant::now();
         Self {
             topics,
-            on: false,
+            relays: vec![false],
             nominal_watts,
             power_on_state: 3,
-            tele_period,
+            set_option26: false,
+            tele_period: STOCK_TELE_PERIOD,
             total_kwh: 1.0,
             started: now,
             last_energy: now,
             commands: 0,
+            switch_commands: 0,
         }
+    }
+
+    /// With `n` relays (1..=8), all off.
+    pub fn relays(mut self, n: usize) -> Self {
+        self.relays = vec![false; n.clamp(1, 8)];
+        self
+    }
+
+    /// With `SetOption26` set (relay 1 named `POWER1` even when it is the only one).
+    pub fn set_option26(mut self, on: bool) -> Self {
+        self.set_option26 = on;
+        self
+    }
+
+    /// With another `TelePeriod` (as an installer would set it; zero disables telemetry).
+    pub fn tele_period(mut self, period: Duration) -> Self {
+        self.tele_period = period;
+        self
     }
 
     /// Starts it on the broker (client id = the topic).
@@ -74,19 +119,43 @@ impl TasmotaPlug {
         MqttSim::start(cfg, self)
     }
 
-    /// The power drawn now.
-    pub fn power(&self) -> f64 {
-        if self.on { self.nominal_watts } else { 0.0 }
+    /// Whether relay 1 is on.
+    pub fn on(&self) -> bool {
+        self.relay(1)
     }
 
-    /// Simulates a power cut and return: the relay follows `PowerOnState`.
+    /// Whether relay `n` (1-based) is on; `false` for a relay the device does not have.
+    pub fn relay(&self, n: usize) -> bool {
+        n.checked_sub(1)
+            .and_then(|i| self.relays.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Sets relay `n` (1-based) as a button press would, without any MQTT message.
+    pub fn set_relay(&mut self, n: usize, on: bool) {
+        self.integrate();
+        if let Some(r) = n.checked_sub(1).and_then(|i| self.relays.get_mut(i)) {
+            *r = on;
+        }
+    }
+
+    /// The power drawn now (every relay that is on draws `nominal_watts`).
+    pub fn power(&self) -> f64 {
+        self.relays.iter().filter(|on| **on).count() as f64 * self.nominal_watts
+    }
+
+    /// Simulates a power cut and return: the relays follow `PowerOnState`.
     pub fn power_cycle(&mut self) {
-        self.on = match self.power_on_state {
-            0 => false,
-            1 | 4 | 5 => true,
-            2 => !self.on,
-            _ => self.on,
-        };
+        let pos = self.power_on_state;
+        for on in &mut self.relays {
+            *on = match pos {
+                0 => false,
+                1 | 4 | 5 => true,
+                2 => !*on,
+                _ => *on,
+            };
+        }
     }
 
     fn integrate(&mut self) {
@@ -96,8 +165,17 @@ impl TasmotaPlug {
         self.last_energy = now;
     }
 
-    fn power_word(&self) -> &'static str {
-        if self.on { "ON" } else { "OFF" }
+    /// `GetPowerDevice`: `POWER`, or `POWERn` with several relays or `SetOption26 1`.
+    fn power_device(&self, n: usize) -> String {
+        if self.relays.len() + usize::from(self.set_option26) > 1 {
+            format!("POWER{n}")
+        } else {
+            "POWER".into()
+        }
+    }
+
+    fn word(on: bool) -> &'static str {
+        if on { "ON" } else { "OFF" }
     }
 
     fn energy_json(&self) -> serde_json::Value {
@@ -108,38 +186,44 @@ impl TasmotaPlug {
                "Current": ((p / 230.0) * 1000.0).round() / 1000.0})
     }
 
-    fn power_reply(&self) -> Vec<Outgoing> {
-        let key = self.topics.power_key();
+    /// `MqttPublishPowerState(n)`: `stat/<t>/RESULT` then `stat/<t>/<name>`.
+    fn power_state(&self, n: usize) -> Vec<Outgoing> {
+        let key = self.power_device(n);
+        let word = Self::word(self.relay(n));
         vec![
             (
                 self.topics.stat("RESULT"),
-                json!({ key.clone(): self.power_word() })
-                    .to_string()
-                    .into_bytes(),
+                json!({ key.clone(): word }).to_string().into_bytes(),
                 false,
             ),
-            (
-                self.topics.stat(&key),
-                self.power_word().as_bytes().to_vec(),
-                false,
-            ),
+            (self.topics.stat(&key), word.as_bytes().to_vec(), false),
         ]
+    }
+
+    /// The relay a `Power`/`PowerN` command addresses (`Power` is relay 1), if the device has it.
+    fn power_index(&self, upper: &str) -> Option<usize> {
+        let rest = upper.strip_prefix("POWER")?;
+        let n = if rest.is_empty() {
+            1
+        } else {
+            rest.parse::<usize>().ok()?
+        };
+        (1..=self.relays.len()).contains(&n).then_some(n)
     }
 
     fn command(&mut self, cmd: &str, arg: &str) -> Vec<Outgoing> {
         self.commands += 1;
-        let key = self.topics.power_key();
         let upper = cmd.to_ascii_uppercase();
         let arg = arg.trim();
-        if upper == key || (self.topics.relay == 1 && upper == "POWER") {
+        if let Some(n) = self.power_index(&upper) {
             self.integrate();
             let locked = self.power_on_state == 4;
-            match arg.to_ascii_uppercase().as_str() {
-                "" => {}
-                "ON" | "1" | "TRUE" => self.on = true,
-                "OFF" | "0" | "FALSE" if !locked => self.on = false,
-                "TOGGLE" | "2" if !locked => self.on = !self.on,
-                "OFF" | "0" | "FALSE" | "TOGGLE" | "2" => {}
+            let on = self.relay(n);
+            let want = match arg.to_ascii_uppercase().as_str() {
+                "" => None,
+                "ON" | "1" | "TRUE" => Some(true),
+                "OFF" | "0" | "FALSE" => Some(false),
+                "TOGGLE" | "2" => Some(!on),
                 _ => {
                     return vec![(
                         self.topics.stat("RESULT"),
@@ -147,8 +231,15 @@ impl TasmotaPlug {
                         false,
                     )];
                 }
+            };
+            if let Some(want) = want {
+                self.switch_commands += 1;
+                // PowerOnState 4 locks the relays on.
+                if want || !locked {
+                    self.set_relay(n, want);
+                }
             }
-            return self.power_reply();
+            return self.power_state(n);
         }
         let result = match upper.as_str() {
             "POWERONSTATE" => {
@@ -159,10 +250,23 @@ impl TasmotaPlug {
             }
             "TELEPERIOD" => {
                 if let Ok(n) = arg.parse::<u64>() {
-                    let n = if n == 1 { 300 } else { n.clamp(10, 3600) };
+                    let n = match n {
+                        0 => 0,
+                        1 => STOCK_TELE_PERIOD.as_secs(),
+                        n => n.clamp(10, 3600),
+                    };
                     self.tele_period = Duration::from_secs(n);
                 }
                 json!({"TelePeriod": self.tele_period.as_secs()})
+            }
+            "STATE" => self.state_json(),
+            "SETOPTION26" => {
+                match arg.to_ascii_uppercase().as_str() {
+                    "1" | "ON" => self.set_option26 = true,
+                    "0" | "OFF" => self.set_option26 = false,
+                    _ => {}
+                }
+                json!({"SetOption26": Self::word(self.set_option26)})
             }
             "STATUS" if arg == "8" || arg == "10" => {
                 self.integrate();
@@ -205,7 +309,11 @@ impl MqttBehaviour for TasmotaPlug {
     }
 
     fn on_connect(&mut self) -> Vec<Outgoing> {
-        vec![(self.topics.tele("LWT"), b"Online".to_vec(), true)]
+        let mut out = vec![(self.topics.tele("LWT"), b"Online".to_vec(), true)];
+        for n in 1..=self.relays.len() {
+            out.extend(self.power_state(n));
+        }
+        out
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8]) -> Vec<Outgoing> {
@@ -217,17 +325,15 @@ impl MqttBehaviour for TasmotaPlug {
     }
 
     fn telemetry(&mut self) -> Vec<Outgoing> {
+        if self.tele_period.is_zero() {
+            return Vec::new();
+        }
         self.integrate();
-        let time = tasmota_time(SystemTime::now());
-        let state = json!({"Time": time, "Uptime": format!("0T00:{:02}:00", self.started.elapsed().as_secs() / 60 % 60),
-            "UptimeSec": self.started.elapsed().as_secs(), "Heap": 25, "SleepMode": "Dynamic", "Sleep": 50, "LoadAvg": 19,
-            "MqttCount": 1, self.topics.power_key(): self.power_word(),
-            "Wifi": {"AP": 1, "SSId": "communalia", "RSSI": 80, "Signal": -60, "LinkCount": 1, "Downtime": "0T00:00:03"}});
-        let sensor = json!({"Time": time, "ENERGY": self.energy_json()});
+        let sensor = json!({"Time": tasmota_time(SystemTime::now()), "ENERGY": self.energy_json()});
         vec![
             (
                 self.topics.tele("STATE"),
-                state.to_string().into_bytes(),
+                self.state_json().to_string().into_bytes(),
                 false,
             ),
             (
@@ -239,7 +345,28 @@ impl MqttBehaviour for TasmotaPlug {
     }
 
     fn period(&self) -> Duration {
-        self.tele_period
+        // A disabled TelePeriod sends nothing (see `telemetry`); the runner still needs a tick.
+        if self.tele_period.is_zero() {
+            STOCK_TELE_PERIOD
+        } else {
+            self.tele_period
+        }
+    }
+}
+
+impl TasmotaPlug {
+    /// `MqttShowState`: what `tele/<t>/STATE` and the `State` command carry.
+    fn state_json(&mut self) -> serde_json::Value {
+        self.integrate();
+        let time = tasmota_time(SystemTime::now());
+        let mut state = json!({"Time": time, "Uptime": format!("0T00:{:02}:00", self.started.elapsed().as_secs() / 60 % 60),
+            "UptimeSec": self.started.elapsed().as_secs(), "Heap": 25, "SleepMode": "Dynamic", "Sleep": 50, "LoadAvg": 19,
+            "MqttCount": 1,
+            "Wifi": {"AP": 1, "SSId": "communalia", "RSSI": 80, "Signal": -60, "LinkCount": 1, "Downtime": "0T00:00:03"}});
+        for n in 1..=self.relays.len() {
+            state[self.power_device(n)] = json!(Self::word(self.relay(n)));
+        }
+        state
     }
 }
 
@@ -254,10 +381,11 @@ mod tests {
     }
 
     #[test]
-    fn power_commands_switch_and_reply_on_result_and_power() {
-        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0, Duration::from_secs(10));
-        let out = p.command("POWER", "ON");
-        assert!(p.on);
+    fn a_stock_single_relay_plug_names_its_relay_power_without_index() {
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0);
+        assert_eq!(p.tele_period, Duration::from_secs(300));
+        let out = p.command("POWER1", "ON");
+        assert!(p.on());
         assert_eq!(
             out[0],
             (
@@ -268,25 +396,63 @@ mod tests {
         );
         assert_eq!(out[1], ("stat/t1/POWER".into(), b"ON".to_vec(), false));
         p.command("Power", "toggle");
-        assert!(!p.on);
+        assert!(!p.on());
+        p.command("Power", "");
+        assert_eq!(p.switch_commands, 2, "a query is not a switch command");
+    }
+
+    #[test]
+    fn set_option26_or_several_relays_put_the_index_in_every_name() {
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0).set_option26(true);
+        let out = p.command("POWER", "ON");
+        assert_eq!(out[1], ("stat/t1/POWER1".into(), b"ON".to_vec(), false));
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0).relays(4);
+        let out = p.command("POWER3", "ON");
+        assert_eq!(out[0].1, br#"{"POWER3":"ON"}"#.to_vec());
+        assert!(p.relay(3) && !p.relay(1));
+        let state = p.telemetry();
+        let v: serde_json::Value = serde_json::from_slice(&state[0].1).unwrap();
+        assert_eq!(
+            (v["POWER1"].as_str(), v["POWER3"].as_str()),
+            (Some("OFF"), Some("ON"))
+        );
+        assert!(v.get("POWER").is_none());
+        // A relay the device does not have is no command.
+        let out = p.command("POWER5", "ON");
+        assert_eq!(out[0].1, br#"{"Command":"Unknown"}"#.to_vec());
+    }
+
+    #[test]
+    fn tele_period_is_reported_and_one_resets_it_to_300() {
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0);
+        assert_eq!(
+            p.command("TelePeriod", "")[0].1,
+            br#"{"TelePeriod":300}"#.to_vec()
+        );
+        p.command("TelePeriod", "5");
+        assert_eq!(p.tele_period, Duration::from_secs(10));
+        p.command("TelePeriod", "1");
+        assert_eq!(p.tele_period, Duration::from_secs(300));
+        p.command("TelePeriod", "0");
+        assert!(p.telemetry().is_empty());
     }
 
     #[test]
     fn power_on_state_four_locks_the_relay_on() {
-        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0, Duration::from_secs(10));
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0);
         p.command("Backlog", "PowerOnState 4; Power ON");
         p.command("POWER", "OFF");
-        assert!(p.on);
+        assert!(p.on());
     }
 
     #[test]
     fn a_power_cycle_follows_power_on_state() {
-        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0, Duration::from_secs(10));
+        let mut p = TasmotaPlug::new(TasmotaTopics::new("t1"), 100.0);
         p.command("PowerOnState", "1");
         p.power_cycle();
-        assert!(p.on);
+        assert!(p.on());
         p.command("PowerOnState", "0");
         p.power_cycle();
-        assert!(!p.on);
+        assert!(!p.on());
     }
 }

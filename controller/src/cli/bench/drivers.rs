@@ -162,7 +162,11 @@ async fn plug_telemetry(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut sims = Vec::with_capacity(args.plugs);
     for i in 0..args.plugs {
         let topics = TasmotaTopics::new(format!("bench-plug-{i:04}"));
-        sims.push(TasmotaPlug::new(topics, 100.0 + i as f64, tele).start(&cfg));
+        sims.push(
+            TasmotaPlug::new(topics, 100.0 + i as f64)
+                .tele_period(tele)
+                .start(&cfg),
+        );
     }
     let bus = MqttBus::start(&cfg.with_client_id("bench-controller"));
     bus.wait_connected(Duration::from_secs(10)).await?;
