@@ -51,4 +51,19 @@ pub fn load(site_path: &Path) -> Result<Config, LoadError> {
             .map_err(|e| format!("{} ({e})", path.display()))
     })
     .map_err(LoadError::Invalid)
+    .map(|mut config| {
+        resolve_site_paths(site_path, &mut config.site);
+        config
+    })
+}
+
+/// Files the site file names and that are read at run time, as paths from the site file's
+/// folder (the others are joined to that folder where they are used): wherever the controller
+/// is started from, `password_file = "mqtt.pass"` is the one beside the site file.
+fn resolve_site_paths(site_path: &Path, site: &mut communalia_config::Site) {
+    if let Some(mqtt) = site.mqtt.as_mut()
+        && let Some(file) = mqtt.password_file.as_mut()
+    {
+        *file = resolve(site_path, file).display().to_string();
+    }
 }

@@ -135,7 +135,17 @@ pub fn influx_from_config(
 pub fn mqtt_state_from_config(site: &communalia_config::Site) -> Option<MqttStatePublisher> {
     // No TLS in this build: the plugs' connection refuses to start, and so does this one.
     let m = site.mqtt.as_ref().filter(|m| !m.tls)?;
-    let mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, m.client_id.clone());
+    let mut mqtt = MqttConfig::new(m.broker.host.clone(), m.broker.port, m.client_id.clone());
+    // The same account as the plugs' connection (a broker with accounts refuses anonymous).
+    if let (Some(user), Some(file)) = (&m.username, &m.password_file) {
+        match std::fs::read_to_string(file) {
+            Ok(password) => mqtt = mqtt.credentials(user.clone(), password.trim().to_owned()),
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "MQTT password not read; state not published");
+                return None;
+            }
+        }
+    }
     Some(MqttStatePublisher::start(MqttStateSettings {
         mqtt,
         site: DiscoverySite {

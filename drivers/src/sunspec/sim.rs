@@ -79,9 +79,12 @@ impl SunSpecImage {
 
     /// The address just past the last model: where the end marker is, once [`Self::end`]ed.
     pub fn end_address(&self) -> u16 {
-        self.base
-            + u16::try_from(self.regs.len()).unwrap_or(u16::MAX)
-            - if self.regs.ends_with(&[0xFFFF, 0]) { 2 } else { 0 }
+        self.base + u16::try_from(self.regs.len()).unwrap_or(u16::MAX)
+            - if self.regs.ends_with(&[0xFFFF, 0]) {
+                2
+            } else {
+                0
+            }
     }
 
     /// The models in chain order.
