@@ -250,13 +250,12 @@ async fn garbage_replies_end_in_a_report_within_the_timeout_never_a_panic() {
     let broker = Mosquitto::start().unwrap();
     let cfg = broker.config(&unique("scan-garbage"));
     let (tasmota_topic, shelly_prefix) = (unique("garbled-t"), unique("garbled-s"));
-    let tasmota = TasmotaPlug::new(
-        TasmotaTopics::new(tasmota_topic.clone()),
-        100.0,
-        Duration::from_secs(5),
-    )
-    .start(&cfg);
-    let shelly = ShellyPlug::new(shelly_prefix.clone(), 100.0, Duration::from_secs(5)).start(&cfg);
+    let tasmota = TasmotaPlug::new(TasmotaTopics::new(tasmota_topic.clone()), 100.0)
+        .tele_period(Duration::from_secs(5))
+        .start(&cfg);
+    let shelly = ShellyPlug::new(shelly_prefix.clone(), 100.0)
+        .period(Duration::from_secs(5))
+        .start(&cfg);
     tasmota.set_faults(|f| f.garbled = true);
     shelly.set_faults(|f| f.garbled = true);
     assert!(tasmota.wait_connected(Duration::from_secs(5)).await);
