@@ -215,7 +215,7 @@ impl Why {
                 kw(f.minimum.unwrap_or(f.demand))
             ),
             Why::HeldOff { ago_secs, min_secs } => format!(
-                "{} off: tier {r} takes turns; switched off {} ago, it stays off at least {} \
+                "{} off: tier {r} rotation switched it off {} ago; it stays off at least {} \
                  between switches",
                 f.name,
                 duration(*ago_secs),

@@ -97,7 +97,7 @@ fn a_load_switched_on_for_its_turn_keeps_it_for_the_minimum_time() {
     assert_eq!(
         reasons[7].as_deref(),
         Some(
-            "cold_room off: tier 1 takes turns; switched off 10 s ago, it stays off at least \
+            "cold_room off: tier 1 rotation switched it off 10 s ago; it stays off at least \
              60 s between switches"
         )
     );
