@@ -477,6 +477,7 @@ impl Core {
             battery: model_battery,
             planned_charge_watts: planned_charge,
             health_reserve: planner::HealthReserve::EnergyWh(reserve_wh),
+            now_secs: now.timestamp_millis() as f64 / 1000.0,
         };
         let allocation = planner::allocate(&priorities, &snapshot, &self.rotation);
         self.rotation = allocation.rotation.clone();
