@@ -101,6 +101,7 @@ pub struct Row {
     pub pv_watts: f64,
     pub consumption_watts: f64,
     pub soc_percent: f64,
+    /// Per controlled load, in the site file's order.
     pub on: Vec<bool>,
     /// Per tier, in rank order: cut while PV alone covered it (see [`TierSun`]).
     pub cut_in_sun: Vec<bool>,
@@ -321,7 +322,13 @@ pub fn replay(
             pv_watts: pv,
             consumption_watts: consumption,
             soc_percent: soc,
-            on: on.values().copied().collect(),
+            // In the site file's order, as the CSV header names them (not the map's order).
+            on: site
+                .loads
+                .iter()
+                .filter(|l| l.control.is_controlled())
+                .map(|l| on.get(&l.id).copied().unwrap_or(false))
+                .collect(),
             cut_in_sun,
         });
     }

@@ -375,3 +375,50 @@ fn simulate_reports_per_tier_the_hours_cut_while_pv_alone_covered_it() {
     assert!(ok);
     assert!(table.contains("cut in sun"), "{table}");
 }
+
+#[test]
+fn simulate_csv_columns_carry_the_loads_they_name() {
+    // Regression: the on/off values were written in the order of the load ids sorted
+    // alphabetically under a header in the site file's order, so "school_freezer" showed the
+    // e-bike charger. Each column's steps on must add up to the hours the report gives the load
+    // of that name.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("days.csv");
+    let (ok, out, err) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--days",
+        "2",
+        "--start",
+        "2026-03-02",
+        "--weather",
+        "mixed",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let loads = v["in_force"]["loads"].as_array().unwrap();
+    let mut differ = 0;
+    for l in loads {
+        let id = l["id"].as_str().unwrap();
+        let col = header.iter().position(|h| *h == id).unwrap();
+        let steps = rows.iter().filter(|r| r[col] == "1").count();
+        let hours = l["hours_served"].as_f64().unwrap();
+        assert!(
+            (hours - steps as f64 / 12.0).abs() < 1e-6,
+            "{id}: {hours} h served, {steps} steps on in its column"
+        );
+        differ += usize::from(steps > 0 && steps < rows.len());
+    }
+    assert!(
+        differ >= 3,
+        "too few loads switch in these days to tell columns apart"
+    );
+}
