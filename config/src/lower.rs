@@ -442,6 +442,7 @@ pub(crate) fn lower_site(doc: &mut Doc<'_>) -> SiteParts {
             name: head.name,
             assembly_file: head.assembly,
             interval: head.interval,
+            min_switch: head.min_switch,
             location: head.location,
             utc_offset_minutes: head.utc_offset_minutes,
             grid,
@@ -479,6 +480,7 @@ struct SiteHead {
     name: String,
     assembly: String,
     interval: Duration,
+    min_switch: Duration,
     location: Option<Location>,
     utc_offset_minutes: i32,
 }
@@ -489,6 +491,14 @@ fn lower_site_section(doc: &mut Doc<'_>, s: raw::SiteSection) -> Option<SiteHead
     ok &= non_empty(doc, &at("name"), &s.name);
     ok &= non_empty(doc, &at("assembly"), &s.assembly);
     ok &= within(doc, &at("interval_secs"), s.interval_secs, 0.5, 60.0, "s");
+    ok &= within(
+        doc,
+        &at("min_switch_secs"),
+        s.min_switch_secs,
+        0.0,
+        3600.0,
+        "s",
+    );
     ok &= within_u32_i(
         doc,
         &at("utc_offset_minutes"),
@@ -529,6 +539,7 @@ fn lower_site_section(doc: &mut Doc<'_>, s: raw::SiteSection) -> Option<SiteHead
         name: s.name,
         assembly: s.assembly,
         interval: Duration::from_secs_f64(s.interval_secs),
+        min_switch: Duration::from_secs_f64(s.min_switch_secs),
         location,
         utc_offset_minutes: s.utc_offset_minutes,
     })

@@ -87,6 +87,8 @@ pub struct Site {
     /// The assembly file as named in the site file (relative to the site file's folder).
     pub assembly_file: String,
     pub interval: Duration,
+    /// Least time a load of a `fair_share` tier stays in the state rotation switched it to.
+    pub min_switch: Duration,
     pub location: Option<Location>,
     pub utc_offset_minutes: i32,
     pub grid: Option<Grid>,

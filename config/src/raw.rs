@@ -14,6 +14,8 @@ pub(crate) struct SiteSection {
     pub assembly: String,
     #[serde(default = "default_interval_secs")]
     pub interval_secs: f64,
+    #[serde(default)]
+    pub min_switch_secs: f64,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
     #[serde(default)]

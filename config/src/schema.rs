@@ -58,6 +58,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(S, "site", "name", "string", "", REQ, "the site's name as members know it"),
     k(S, "site", "assembly", "string", "", REQ, "path of the assembly's priority file, relative to this file"),
     k(S, "site", "interval_secs", "number", "s", "2", "control cycle interval, 0.5 to 60"),
+    k(S, "site", "min_switch_secs", "number", "s", "0", "least time a load of a `fair_share` tier stays on or off once rotation switched it (e.g. 300 for compressors), 0 to 3600; earlier only when it stops asking, or when a higher tier or less power leaves too little for the loads held on; see Turns below"),
     k(S, "site", "latitude", "number", "degrees", NONE, "for the local solar forecast and sunrise; -90 to 90, give with longitude"),
     k(S, "site", "longitude", "number", "degrees", NONE, "east positive; -180 to 180, give with latitude"),
     k(S, "site", "utc_offset_minutes", "integer", "minutes", "0", "local time minus UTC, for deadlines and the daily plan; -720 to 840"),
@@ -172,7 +173,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(A, "decision", "abstentions", "integer", "votes", "0", "abstentions; votes and abstentions at most the members present"),
 
     k(A, "tiers[]", "name", "string", "", REQ, "unique tier name; the order of [[tiers]] blocks is the priority, highest first"),
-    k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (same fraction of demand; on/off loads take turns: each that fits is served at least once in as many cycles as there are loads asking) or `in_order` (the listed order decides)"),
+    k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (loads take turns, longest-waiting first, adjustable ones at the same fraction of demand; each that fits alone is served within one round, see Turns below) or `in_order` (the listed order decides)"),
     k(A, "tiers[]", "loads", "list of strings", "", REQ, "load ids; every controlled load in exactly one tier"),
 
     k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise (by day: the coming night, less a third of the charge the sun is expected to bring before sunset)"),

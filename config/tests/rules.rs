@@ -647,3 +647,29 @@ fn a_tasmota_tele_period_is_kept_unless_set_and_must_be_one_tasmota_accepts() {
         ]
     );
 }
+
+#[test]
+fn the_minimum_switching_time_defaults_to_none_and_must_be_in_range() {
+    assert_eq!(
+        load(SITE, ASSEMBLY).unwrap().site.min_switch,
+        std::time::Duration::ZERO
+    );
+    let site = site_with(
+        "assembly = \"assembly.toml\"\n",
+        "assembly = \"assembly.toml\"\nmin_switch_secs = 300\n",
+    );
+    assert_eq!(
+        load(&site, ASSEMBLY).unwrap().site.min_switch,
+        std::time::Duration::from_secs(300)
+    );
+    let site = site_with(
+        "assembly = \"assembly.toml\"\n",
+        "assembly = \"assembly.toml\"\nmin_switch_secs = -5\n",
+    );
+    assert_eq!(
+        errors(&site, ASSEMBLY),
+        vec![
+            "site.toml:5:19: site.min_switch_secs: -5 is out of range: must be from 0 s to 3600 s"
+        ]
+    );
+}

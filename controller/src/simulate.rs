@@ -50,11 +50,25 @@ pub struct LoadTotals {
     pub cut_wh: f64,
 }
 
+/// Hours a tier was cut in the sun: some load of it asked and was off while PV alone covered it,
+/// every tier above it and the loads nobody switches (each at its nominal power). What the
+/// assembly reads to see what the battery reserve rule costs by day.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TierSun {
+    pub rank: usize,
+    pub tier: String,
+    /// PV above which the tier counts as in the sun.
+    pub pv_covers_watts: f64,
+    pub cut_in_sun_hours: f64,
+}
+
 /// The replay's result.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Report {
     pub days: u32,
     pub loads: Vec<LoadTotals>,
+    /// Per tier, in rank order.
+    pub cut_in_sun: Vec<TierSun>,
     /// Energy the battery could not give when the site asked for it (a blackout in real life).
     pub unserved_wh: f64,
     pub min_soc_percent: f64,
@@ -87,7 +101,10 @@ pub struct Row {
     pub pv_watts: f64,
     pub consumption_watts: f64,
     pub soc_percent: f64,
+    /// Per controlled load, in the site file's order.
     pub on: Vec<bool>,
+    /// Per tier, in rank order: cut while PV alone covered it (see [`TierSun`]).
+    pub cut_in_sun: Vec<bool>,
 }
 
 pub const STEP: Duration = Duration::minutes(5);
@@ -137,6 +154,30 @@ pub fn replay(
     let dt_h = STEP.num_seconds() as f64 / 3600.0;
     let steps = i64::from(days) * 86_400 / STEP.num_seconds();
     let offset = i64::from(site.utc_offset_minutes) * 60;
+    // Per tier: its loads and the PV that covers it with every tier above it and the loads
+    // nobody switches.
+    let priorities = model.priorities();
+    let mut covers: f64 = site
+        .loads
+        .iter()
+        .filter(|l| !l.control.is_controlled())
+        .map(|l| l.nominal.0)
+        .sum();
+    let mut sun: Vec<(TierSun, Vec<String>)> = priorities
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            covers += t.loads.iter().map(|l| l.demand_watts.max(0.0)).sum::<f64>();
+            let tier = TierSun {
+                rank: k + 1,
+                tier: t.name.clone(),
+                pv_covers_watts: covers,
+                cut_in_sun_hours: 0.0,
+            };
+            (tier, t.loads.iter().map(|l| l.id.clone()).collect())
+        })
+        .collect();
     for i in 0..steps {
         let at = start + STEP * i32::try_from(i).unwrap_or(0);
         let recorded = history.and_then(|h| h.at(at, HISTORY_HOLD));
@@ -247,6 +288,24 @@ pub fn replay(
                 t.cut_wh += cl.nominal.0 * dt_h;
             }
         }
+        // Cut in the sun: a load off that still asks (a load with a daily need: until it is met).
+        let asks_and_off = |id: &str| {
+            out.state.loads.iter().any(|l| l.id == id && !l.on)
+                && site.load(id).is_some_and(|l| match l.daily_need {
+                    Some(need) => daily.get(id).copied().unwrap_or(0.0) < need.energy.0,
+                    None => true,
+                })
+        };
+        let cut_in_sun: Vec<bool> = sun
+            .iter_mut()
+            .map(|(tier, ids)| {
+                let cut = pv >= tier.pv_covers_watts && ids.iter().any(|id| asks_and_off(id));
+                if cut {
+                    tier.cut_in_sun_hours += dt_h;
+                }
+                cut
+            })
+            .collect();
         // At local midnight, what deferrable loads missed of their daily need.
         let next_local = (at + STEP).timestamp() + offset;
         if next_local.rem_euclid(86_400) < STEP.num_seconds() {
@@ -263,7 +322,14 @@ pub fn replay(
             pv_watts: pv,
             consumption_watts: consumption,
             soc_percent: soc,
-            on: on.values().copied().collect(),
+            // In the site file's order, as the CSV header names them (not the map's order).
+            on: site
+                .loads
+                .iter()
+                .filter(|l| l.control.is_controlled())
+                .map(|l| on.get(&l.id).copied().unwrap_or(false))
+                .collect(),
+            cut_in_sun,
         });
     }
     let mut loads: Vec<LoadTotals> = totals.into_values().collect();
@@ -271,6 +337,7 @@ pub fn replay(
     Report {
         days,
         loads,
+        cut_in_sun: sun.into_iter().map(|(t, _)| t).collect(),
         unserved_wh: unserved,
         min_soc_percent: min_soc,
         recorded_steps,
@@ -322,14 +389,36 @@ pub fn render(a: &Report, b: Option<&Report>, names: (&str, &str)) -> String {
             a.modelled_steps
         );
     }
-    let _ = writeln!(out, "\nper tier (energy delivered / cut, kWh)");
+    let _ = writeln!(
+        out,
+        "\nper tier (energy delivered / cut, kWh; cut in sun: hours a load of it was off while PV \
+         alone covered it, the tiers above and the unswitched loads)"
+    );
+    let sun_hours = |r: &Report, rank: usize| {
+        r.cut_in_sun
+            .iter()
+            .find(|t| t.rank == rank)
+            .map_or(0.0, |t| t.cut_in_sun_hours)
+    };
     let tb = b.map(Report::tiers);
     for (i, (rank, tier, e, c)) in a.tiers().iter().enumerate() {
-        let _ = write!(out, "  {rank} {tier:<22} {:>7} / {:>7}", kwh(*e), kwh(*c));
-        if let Some(tb) = &tb {
+        let _ = write!(
+            out,
+            "  {rank} {tier:<22} {:>7} / {:>7}  cut in sun {:>5.1} h",
+            kwh(*e),
+            kwh(*c),
+            sun_hours(a, *rank)
+        );
+        if let (Some(tb), Some(b)) = (&tb, b) {
             // Tiers are matched by rank: a proposal may rename or reorder them.
-            if let Some((_, tier_b, eb, cb)) = tb.get(i) {
-                let _ = write!(out, "   | {tier_b:<22} {:>7} / {:>7}", kwh(*eb), kwh(*cb));
+            if let Some((rank_b, tier_b, eb, cb)) = tb.get(i) {
+                let _ = write!(
+                    out,
+                    "   | {tier_b:<22} {:>7} / {:>7}  cut in sun {:>5.1} h",
+                    kwh(*eb),
+                    kwh(*cb),
+                    sun_hours(b, *rank_b)
+                );
             }
         }
         out.push('\n');

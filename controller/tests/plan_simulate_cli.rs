@@ -294,3 +294,131 @@ fn simulate_rejects_a_damaged_history_with_located_errors() {
     );
     assert!(err.contains("nothing was simulated"), "{err}");
 }
+
+#[test]
+fn simulate_reports_per_tier_the_hours_cut_while_pv_alone_covered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("days.csv");
+    let (ok, out, err) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--days",
+        "2",
+        "--start",
+        "2026-03-02",
+        "--weather",
+        "mixed",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tiers = v["in_force"]["cut_in_sun"].as_array().unwrap();
+    let names: Vec<&str> = tiers.iter().map(|t| t["tier"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "health",
+            "cold_storage",
+            "water",
+            "homes_and_school",
+            "workshop",
+            "comfort"
+        ]
+    );
+    // Each tier is in the sun above a higher PV than the tier above it: it must cover them too.
+    let covers: Vec<f64> = tiers
+        .iter()
+        .map(|t| t["pv_covers_watts"].as_f64().unwrap())
+        .collect();
+    assert!(covers.windows(2).all(|w| w[0] < w[1]), "{covers:?}");
+    assert!(
+        covers[0] > 300.0,
+        "the clinic and the telecom mast: {covers:?}"
+    );
+    // The CSV says which steps counted, and they add up to the hours reported.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2 * 288);
+    for (t, name) in tiers.iter().zip(&names) {
+        let col = header
+            .iter()
+            .position(|h| *h == format!("cut_in_sun_{name}"))
+            .unwrap_or_else(|| panic!("no column for {name}: {header:?}"));
+        let pv = header.iter().position(|h| *h == "pv_watts").unwrap();
+        let steps = rows.iter().filter(|r| r[col] == "1").count();
+        let hours = t["cut_in_sun_hours"].as_f64().unwrap();
+        assert!(
+            (hours - steps as f64 / 12.0).abs() < 1e-9,
+            "{name}: {hours} h, {steps} steps"
+        );
+        // Only in the sun: every counted step had PV above what the tier and those above ask.
+        for r in rows.iter().filter(|r| r[col] == "1") {
+            assert!(r[pv].parse::<f64>().unwrap() >= t["pv_covers_watts"].as_f64().unwrap() - 0.5);
+        }
+    }
+    // The health tier is never cut, sun or not.
+    assert_eq!(tiers[0]["cut_in_sun_hours"].as_f64(), Some(0.0));
+    let (ok, table, _) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--days",
+        "1",
+        "--start",
+        "2026-03-02",
+    ]);
+    assert!(ok);
+    assert!(table.contains("cut in sun"), "{table}");
+}
+
+#[test]
+fn simulate_csv_columns_carry_the_loads_they_name() {
+    // Regression: the on/off values were written in the order of the load ids sorted
+    // alphabetically under a header in the site file's order, so "school_freezer" showed the
+    // e-bike charger. Each column's steps on must add up to the hours the report gives the load
+    // of that name.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("days.csv");
+    let (ok, out, err) = communalia(&[
+        "simulate",
+        "--config",
+        SITE,
+        "--days",
+        "2",
+        "--start",
+        "2026-03-02",
+        "--weather",
+        "mixed",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let loads = v["in_force"]["loads"].as_array().unwrap();
+    let mut differ = 0;
+    for l in loads {
+        let id = l["id"].as_str().unwrap();
+        let col = header.iter().position(|h| *h == id).unwrap();
+        let steps = rows.iter().filter(|r| r[col] == "1").count();
+        let hours = l["hours_served"].as_f64().unwrap();
+        assert!(
+            (hours - steps as f64 / 12.0).abs() < 1e-6,
+            "{id}: {hours} h served, {steps} steps on in its column"
+        );
+        differ += usize::from(steps > 0 && steps < rows.len());
+    }
+    assert!(
+        differ >= 3,
+        "too few loads switch in these days to tell columns apart"
+    );
+}

@@ -21,10 +21,25 @@
 //!
 //! When the programme would exceed its work budget the group falls back to a greedy first-fit in
 //! the same order, which never over-allocates, keeps tier order and keeps the turn guarantee.
+//! Adjustable loads wait and take turns like on/off ones (a turn: at least their minimum).
+//!
+//! With a minimum switching time `M` (`Priorities::min_switch_secs`), a group's loads held on
+//! (switched on less than `M` ago) keep their power first, unless what the group has no longer
+//! holds them all (then as many watts of them as fit: forced); loads held off (switched off
+//! less than `M` ago while asking) stay off; the free loads share the rest as above. While the
+//! first waiting free load that fits alone in the group's budget cannot fit beside the loads
+//! held on, no free load is switched on (only those already on may stay): every switch-on
+//! starts a new hold, and without this pause holds started one after another could keep it
+//! out for ever. So holds only end while a turn is kept out, and it comes within `M` and a
+//! cycle; a load cut at `s` is free by `s + M`, then waits behind at most the `N - 1` loads
+//! that were already waiting at `s`, one turn each, after the holds of the turn in progress:
+//! served by `s + (N + 1) M + N` cycle intervals.
 
 use serde::Serialize;
 
-use crate::model::{Control, HealthReserve, Load, Priorities, Rotation, Sharing, Snapshot, Watts};
+use crate::model::{
+    Control, HealthReserve, Load, Priorities, Rotation, RotationEntry, Sharing, Snapshot, Watts,
+};
 use crate::reason::{Facts, Why, kw};
 use crate::subset::{self, Item};
 
@@ -383,6 +398,110 @@ fn solve_group(
     out
 }
 
+/// What holds a load of a `fair_share` group in its state this cycle.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// Switched off this long ago (seconds), less than the minimum switching time.
+    Off(f64),
+    /// The longest-waiting load that fits alone, kept out by loads held on.
+    Blocked,
+}
+
+/// Serves a `fair_share` group some of whose loads are held by the minimum switching time:
+/// the loads held on (`held_on`) keep their power if it holds them all, else as many as fit
+/// (forced); the loads held off stay off; the free loads (`free`, ordered, `free[..waiting]`
+/// waiting) share the rest as in [`solve_group`], except that while the first waiting one
+/// that fits alone in `budget` cannot fit beside the loads held on, only free loads already on
+/// may stay on (none is switched on: each would be held in turn and delay that load's turn).
+/// Returns the watts of every load given and, when it is kept out, that first waiting load.
+#[allow(clippy::too_many_arguments)]
+fn solve_held(
+    asks: &[Ask],
+    free: &mut Vec<usize>,
+    waiting: usize,
+    held_on: &mut [usize],
+    was_on: impl Fn(usize) -> bool,
+    budget: Watts,
+    opts: &AllocationOptions,
+    greedy: &mut bool,
+) -> (Vec<(usize, Watts)>, Option<usize>) {
+    let mut out: Vec<(usize, Watts)> = Vec::with_capacity(free.len() + held_on.len());
+    let held_lo: f64 = held_on.iter().map(|&i| asks[i].lo).sum();
+    let kept: Vec<usize> = if held_lo <= budget + 1e-9 {
+        held_on.to_vec()
+    } else {
+        // Forced: what the group has no longer holds them all; keep as many watts as fit.
+        let w = solve_group(asks, held_on, 0, budget, opts, greedy);
+        held_on
+            .iter()
+            .zip(w)
+            .filter_map(|(&i, w)| (w > 0.0).then_some(i))
+            .collect()
+    };
+    let kept_lo: f64 = kept.iter().map(|&i| asks[i].lo).sum();
+    let left = (budget - kept_lo).max(0.0);
+    let waiting = waiting.min(free.len());
+    let head = free[..waiting]
+        .iter()
+        .copied()
+        .find(|&i| asks[i].lo <= budget + 1e-9);
+    let blocked = head.filter(|&h| asks[h].lo > left + 1e-9);
+    let waiting = if blocked.is_some() {
+        for &i in free.iter().filter(|&&i| !was_on(i)) {
+            out.push((i, 0.0));
+        }
+        free.retain(|&i| was_on(i));
+        0
+    } else {
+        waiting
+    };
+    let w = solve_group(asks, free, waiting, left, opts, greedy);
+    let mut chosen: Vec<usize> = kept.clone();
+    chosen.extend(
+        free.iter()
+            .zip(&w)
+            .filter_map(|(&i, &w)| (w > 0.0).then_some(i)),
+    );
+    for (&i, &w) in free.iter().zip(&w) {
+        if w <= 0.0 {
+            out.push((i, 0.0));
+        }
+    }
+    for &i in held_on.iter().filter(|i| !kept.contains(i)) {
+        out.push((i, 0.0));
+    }
+    let fixed: f64 = chosen
+        .iter()
+        .filter(|&&i| !asks[i].adjustable)
+        .map(|&i| asks[i].hi)
+        .sum();
+    let adjustable: Vec<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|&i| asks[i].adjustable)
+        .collect();
+    let ranges: Vec<(Watts, Watts)> = adjustable
+        .iter()
+        .map(|&i| (asks[i].lo, asks[i].hi))
+        .collect();
+    for &i in chosen.iter().filter(|&&i| !asks[i].adjustable) {
+        out.push((i, asks[i].hi));
+    }
+    for (&i, w) in adjustable
+        .iter()
+        .zip(water_fill(&ranges, (budget - fixed).max(0.0)))
+    {
+        out.push((i, w));
+    }
+    (out, blocked)
+}
+
+/// How long ago the load was switched, when that is less than `min_switch` (it is held).
+fn held_for(e: &RotationEntry, now: f64, min_switch: f64) -> Option<f64> {
+    let ago = now - e.switched_secs?;
+    (ago >= 0.0 && ago < min_switch).then_some(ago)
+}
+
 /// Allocates the power of `snapshot` to the loads of `priorities`, with default options.
 pub fn allocate(priorities: &Priorities, snapshot: &Snapshot, rotation: &Rotation) -> Allocation {
     allocate_with(
@@ -466,6 +585,30 @@ pub fn allocate_with(
         .collect();
     let mut greedy = false;
     let entry = |id: &str| rotation.loads.get(id).copied().unwrap_or_default();
+    // The minimum switching time, and the clock it is measured on.
+    let min_switch = clean(
+        priorities.min_switch_secs,
+        "min_switch_secs",
+        None,
+        &mut diags,
+    );
+    let now = if !snapshot.now_secs.is_finite() {
+        diags.push(Diagnostic::warn(
+            None,
+            format!(
+                "now_secs is {}; no load is held by the minimum switching time",
+                snapshot.now_secs
+            ),
+        ));
+        None
+    } else {
+        (min_switch > 0.0).then_some(snapshot.now_secs)
+    };
+    let mut holds: Vec<Vec<Option<Hold>>> = priorities
+        .tiers
+        .iter()
+        .map(|t| vec![None; t.loads.len()])
+        .collect();
 
     // Per tier: pools at its start (free, reserved) and what the tiers above asked / got.
     let mut tier_start: Vec<Option<(Watts, Watts, Watts, Watts)>> =
@@ -485,21 +628,32 @@ pub fn allocate_with(
         let a = &asks[g.tier];
         let mut order: Vec<usize> = g.loads.iter().copied().filter(|&i| a[i].hi > 0.0).collect();
         let mut waiting = 0;
+        let mut held_on = Vec::new();
         if g.fair {
-            // On/off loads waiting for their turn (longest first), then adjustable loads, then
-            // the other on/off loads (served least often, then cut most recently, first).
+            if let Some(now) = now {
+                order.retain(|&i| {
+                    let e = entry(&tier.loads[i].id);
+                    match held_for(&e, now, min_switch) {
+                        Some(_) if e.on => held_on.push(i),
+                        Some(secs) => holds[g.tier][i] = Some(Hold::Off(secs)),
+                        None => return true,
+                    }
+                    false
+                });
+            }
+            // Loads waiting for their turn (longest first), then adjustable loads, then the
+            // other on/off loads (served least often, then cut most recently, first).
             // One rotation look-up per load, not per comparison.
             let key = |i: usize| {
                 let e = entry(&tier.loads[i].id);
-                let waited = if a[i].adjustable { 0 } else { e.waiting };
-                let class = match (waited > 0, a[i].adjustable) {
+                let class = match (e.waiting > 0, a[i].adjustable) {
                     (true, _) => 0u8,
                     (false, true) => 1,
                     (false, false) => 2,
                 };
                 (
                     class,
-                    std::cmp::Reverse(waited),
+                    std::cmp::Reverse(e.waiting),
                     e.served,
                     std::cmp::Reverse(e.last_cut),
                     i,
@@ -508,12 +662,32 @@ pub fn allocate_with(
             order.sort_by_cached_key(|&i| key(i));
             waiting = order
                 .iter()
-                .filter(|&&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0)
+                .filter(|&&i| entry(&tier.loads[i].id).waiting > 0)
                 .count();
         }
         let budget = if g.health { free + reserved } else { free };
-        let watts = solve_group(a, &mut order, waiting, budget.max(0.0), opts, &mut greedy);
-        let used: f64 = watts.iter().sum();
+        let watts: Vec<(usize, Watts)> =
+            if held_on.is_empty() && !g.loads.iter().any(|&i| holds[g.tier][i].is_some()) {
+                let w = solve_group(a, &mut order, waiting, budget.max(0.0), opts, &mut greedy);
+                order.iter().copied().zip(w).collect()
+            } else {
+                let was_on = |i: usize| entry(&tier.loads[i].id).on;
+                let (w, blocked) = solve_held(
+                    a,
+                    &mut order,
+                    waiting,
+                    &mut held_on,
+                    was_on,
+                    budget.max(0.0),
+                    opts,
+                    &mut greedy,
+                );
+                if let Some(b) = blocked {
+                    holds[g.tier][b] = Some(Hold::Blocked);
+                }
+                w
+            };
+        let used: f64 = watts.iter().map(|p| p.1).sum();
         if g.health {
             let from_reserved = used.min(reserved);
             reserved -= from_reserved;
@@ -521,7 +695,7 @@ pub fn allocate_with(
         } else {
             free = (free - used).max(0.0);
         }
-        for (&i, w) in order.iter().zip(watts) {
+        for (i, w) in watts {
             alloc[g.tier][i] = w;
         }
     }
@@ -548,13 +722,11 @@ pub fn allocate_with(
                 .loads
                 .iter()
                 .enumerate()
-                .any(|(i, _)| !a[i].adjustable && a[i].hi > 0.0 && alloc[t][i] <= 0.0);
+                .any(|(i, _)| a[i].hi > 0.0 && alloc[t][i] <= 0.0);
         let active: Vec<usize> = (0..tier.loads.len()).filter(|&i| a[i].hi > 0.0).collect();
         let served_in_tier = active.iter().filter(|&&i| alloc[t][i] > 0.0).count();
         // Loads that waited went first, so a load without history was not cut by listed order.
-        let waiters_first = active
-            .iter()
-            .any(|&i| !a[i].adjustable && entry(&tier.loads[i].id).waiting > 0);
+        let waiters_first = active.iter().any(|&i| entry(&tier.loads[i].id).waiting > 0);
         let mut taken_before = 0.0;
         for (i, load) in tier.loads.iter().enumerate() {
             let w = alloc[t][i];
@@ -579,6 +751,15 @@ pub fn allocate_with(
                 }
             } else if ask.lo > left + 1e-6 {
                 Why::TooBig
+            } else if let Some(Hold::Off(ago)) = holds[t][i] {
+                Why::HeldOff {
+                    ago_secs: ago,
+                    min_secs: min_switch,
+                }
+            } else if holds[t][i] == Some(Hold::Blocked) {
+                Why::TurnAfterHolds {
+                    min_secs: min_switch,
+                }
             } else if tier.sharing == Sharing::InOrder {
                 Why::InOrder { taken_before }
             } else {
@@ -606,7 +787,7 @@ pub fn allocate_with(
                 },
             };
             taken_before += w;
-            if tier.sharing == Sharing::FairShare && !ask.adjustable && ask.hi > 0.0 {
+            if tier.sharing == Sharing::FairShare && ask.hi > 0.0 {
                 if w > 0.0 {
                     if let Some(rec) = next.loads.get_mut(&load.id) {
                         rec.waiting = 0;
@@ -616,7 +797,23 @@ pub fn allocate_with(
                     rec.waiting = rec.waiting.saturating_add(1);
                 }
             }
-            if scarce && !ask.adjustable && ask.hi > 0.0 {
+            if tier.sharing == Sharing::FairShare && now.is_some() {
+                // The state the load is held in, from the planner's last switch while it asked.
+                let on = w > 0.0;
+                if ask.hi > 0.0 {
+                    if next.loads.get(&load.id).is_none_or(|r| r.on != on) {
+                        let rec = next.loads.entry(load.id.clone()).or_default();
+                        if rec.on != on {
+                            rec.on = on;
+                            rec.switched_secs = now;
+                        }
+                    }
+                } else if let Some(rec) = next.loads.get_mut(&load.id) {
+                    rec.on = false;
+                    rec.switched_secs = None;
+                }
+            }
+            if scarce && ask.hi > 0.0 {
                 let rec = next.loads.entry(load.id.clone()).or_default();
                 if w > 0.0 {
                     rec.served = rec.served.saturating_add(1);

@@ -90,6 +90,7 @@ pub fn village() -> Priorities {
                 ],
             ),
         ],
+        min_switch_secs: 0.0,
     }
 }
 
@@ -120,7 +121,10 @@ pub fn synthetic_priorities(n: usize, seed: u64) -> Priorities {
             tier.loads.push(load);
         }
     }
-    Priorities { tiers }
+    Priorities {
+        tiers,
+        min_switch_secs: 0.0,
+    }
 }
 
 /// A scarce snapshot for [`synthetic_priorities`]: about 40 % of the total demand available,
@@ -149,6 +153,7 @@ pub fn synthetic_snapshot(p: &Priorities, seed: u64) -> Snapshot {
         }),
         planned_charge_watts: 0.0,
         health_reserve: HealthReserve::Hours(10.0),
+        now_secs: 0.0,
     }
 }
 

@@ -36,14 +36,22 @@
 //!   turns: while on/off loads of a `fair_share` tier wait for their turn, the tier may serve less
 //!   than its maximum, but what it leaves (to the tiers below) is always less than any load it
 //!   cut needs: no load is cut while lower tiers hold power it could have had.
-//! - Inside a `fair_share` tier, adjustable loads get the same fraction of their demand (bounded
-//!   below by their minimum); on/off loads take turns: the one that has waited longest (cut in
-//!   the most consecutive cycles) and fits is served, the others that waited are favoured, longest
-//!   first, while the tier stays within [`TURN_SLACK`] of its maximum, then the tier serves as
-//!   much as it still can, by fewest served scarce cycles, then most recent cut, then listed
-//!   order. Turn guarantee: while the `N` on/off loads of a tier's group (health or not) ask and
+//! - Inside a `fair_share` tier, loads take turns: the one that has waited longest (cut in the
+//!   most consecutive cycles, on/off or adjustable) and fits is served, the others that waited
+//!   are favoured, longest first, while the tier stays within [`TURN_SLACK`] of its maximum,
+//!   then the tier serves as much as it still can, adjustable loads first (same fraction of
+//!   their demand, bounded below by their minimum), then on/off loads by fewest served scarce
+//!   cycles, then most recent cut, then listed order. A load the planner switched stays in that
+//!   state [`Priorities::min_switch_secs`] (measured on [`Snapshot::now_secs`]) unless it stops
+//!   asking or, switched on, its group can no longer hold the loads held on (forced); while the
+//!   longest waiter that fits alone is kept out by loads held on, no load of its group is
+//!   switched on. Turn guarantee: while the `N` loads of a tier's group (health or not) ask and
 //!   each fits alone in what the tiers above left, whatever that budget does from cycle to
-//!   cycle, each is served at least once in any `N` consecutive cycles (greedy fallback included).
+//!   cycle, a load cut at time `s` is served again by `s + (N + 1) × min_switch_secs + N` cycle
+//!   intervals; with no minimum, at least once in any `N` consecutive cycles (greedy fallback
+//!   included). Exceptions to precedence with a minimum time: a load held off, and a tier
+//!   waiting for its held loads, may leave power that one of its cut loads could use, for at
+//!   most `min_switch_secs`.
 //! - The horizon plan keeps the health reserve at every step except for health loads and
 //!   uncontrolled consumption, which may use it; it prefers (by weights at least 3 apart) higher
 //!   ranks, then lower import cost, then less battery discharge.

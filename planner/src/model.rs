@@ -31,11 +31,13 @@ pub enum Control {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sharing {
-    /// Adjustable loads get the same fraction of their demand (max-min fairness); on/off loads take
-    /// turns: the one that has waited longest and fits is served, others that waited are favoured
-    /// within a 5 % slack, then the tier serves as much as it can, the loads served least often
-    /// (and, on a tie, cut most recently) first. Each on/off load that fits is served at least once
-    /// in any run of as many cycles as the tier has on/off loads asking.
+    /// Loads take turns: the one that has waited longest (on/off or adjustable) and fits alone is
+    /// served, others that waited are favoured within a 5 % slack, then the tier serves as much
+    /// as it can, adjustable loads first at the same fraction of their demand (max-min
+    /// fairness), then the on/off loads served least often (and, on a tie, cut most recently).
+    /// With no minimum switching time, each load that asks and fits alone is served at least
+    /// once in any run of as many cycles as the group has loads asking; see
+    /// [`Priorities::min_switch_secs`] for the guarantee with one.
     FairShare,
     /// The listed order decides: each load comes strictly before the next one, as if it were a tier
     /// of its own.
@@ -164,6 +166,19 @@ impl Tier {
 pub struct Priorities {
     /// Tiers, highest first; a tier's rank is its position plus one.
     pub tiers: Vec<Tier>,
+    /// Minimum time a load of a `fair_share` tier stays in the state the planner switched it to
+    /// (on or off), measured on [`Snapshot::now_secs`]; 0 lets rotation switch every cycle.
+    ///
+    /// A load switched on stays on that long unless what its group has can no longer hold it
+    /// beside the other loads held on (a higher tier, less sun, the battery reserve: forced);
+    /// a load switched off stays off that long while it asks (it may be switched on earlier
+    /// only after it stopped asking, which ends the hold). While the longest-waiting load that
+    /// fits alone is kept out by loads held on, no other load of its group is switched on, so
+    /// its turn comes when those holds end. Guarantee: while the `N` loads of a group ask and
+    /// each fits alone in what the tiers above leave, a load cut at time `s` is served again by
+    /// `s + (N + 1) × min_switch_secs + N` cycle intervals (with 0: within `N` cycles).
+    #[serde(default)]
+    pub min_switch_secs: f64,
 }
 
 /// Battery state and limits.
@@ -208,7 +223,7 @@ pub enum HealthReserve {
 }
 
 /// Rotation record of one load: how often it was served or cut in scarce cycles of its tier.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RotationEntry {
     /// Scarce cycles in which the load was served.
     pub served: u64,
@@ -221,10 +236,17 @@ pub struct RotationEntry {
     /// first. Absent in records written before it existed.
     #[serde(default)]
     pub waiting: u64,
+    /// Served in the last allocation, in a `fair_share` tier, while asking.
+    #[serde(default)]
+    pub on: bool,
+    /// When ([`Snapshot::now_secs`]) the planner last switched it on or off while it asked; none
+    /// once it stops asking. Holds it in that state for [`Priorities::min_switch_secs`].
+    #[serde(default)]
+    pub switched_secs: Option<f64>,
 }
 
 /// Rotation history, fed back each cycle from the previous [`crate::Allocation::rotation`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rotation {
     /// Number of allocations made so far.
     pub cycle: u64,
@@ -247,6 +269,9 @@ pub struct Snapshot {
     pub planned_charge_watts: Watts,
     /// Energy kept for the health tier.
     pub health_reserve: HealthReserve,
+    /// When the snapshot was taken, in seconds from any fixed origin (e.g. Unix time); the
+    /// minimum switching time is measured on it.
+    pub now_secs: f64,
 }
 
 /// A fixed power with no battery: `watts` available now, nothing else (for `communalia plan`).

@@ -84,6 +84,22 @@ pub(crate) enum Why {
     },
     /// Fitted in what the tiers above left, but the loads listed before it in its tier took it.
     InOrder { taken_before: Watts },
+    /// Switched off by the planner `ago_secs` ago, less than the minimum switching time.
+    HeldOff { ago_secs: f64, min_secs: f64 },
+    /// Its turn, kept out by loads of its tier switched on less than the minimum time ago.
+    TurnAfterHolds { min_secs: f64 },
+}
+
+/// Formats a duration for people: `40 s`, `5 min`, `2 h`.
+pub fn duration(secs: f64) -> String {
+    let s = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+    if s < 120.0 {
+        format!("{} s", s.round())
+    } else if s < 7200.0 {
+        format!("{} min", (s / 60.0).round())
+    } else {
+        format!("{} h", (s / 3600.0).round())
+    }
 }
 
 /// Numbers a reason may quote.
@@ -197,6 +213,20 @@ impl Why {
                 kw(f.left),
                 kw(f.left - taken_before),
                 kw(f.minimum.unwrap_or(f.demand))
+            ),
+            Why::HeldOff { ago_secs, min_secs } => format!(
+                "{} off: tier {r} rotation switched it off {} ago; it stays off at least {} \
+                 between switches",
+                f.name,
+                duration(*ago_secs),
+                duration(*min_secs)
+            ),
+            Why::TurnAfterHolds { min_secs } => format!(
+                "{} off: next turn in tier {r}; its {} fits once the loads switched on less than \
+                 {} ago have run that long",
+                f.name,
+                kw(f.minimum.unwrap_or(f.demand)),
+                duration(*min_secs)
             ),
         };
         if let Some(reserve) = f.reserve_wh

@@ -133,6 +133,7 @@ fn adjustable_loads_share_the_same_fraction_and_say_so() {
                 ],
             ),
         ],
+        ..Priorities::default()
     };
     let a = allocate(&p, &Snapshot::available(3500.0), &Rotation::default());
     assert!((a.loads[1].allocated_watts - 2000.0).abs() < 1.0);
@@ -155,6 +156,7 @@ fn in_order_tier_explains_what_the_loads_before_took() {
                 Load::on_off("freezer", 400.0),
             ],
         )],
+        ..Priorities::default()
     };
     let a = allocate(&p, &Snapshot::available(1500.0), &Rotation::default());
     assert!(a.loads[0].on && !a.loads[1].on);
@@ -173,6 +175,7 @@ fn rotation_reason_quotes_the_history() {
             Sharing::FairShare,
             vec![Load::on_off("home_1", 400.0), Load::on_off("home_2", 400.0)],
         )],
+        ..Priorities::default()
     };
     let mut rot = Rotation::default();
     let mut reasons = Vec::new();
@@ -222,6 +225,7 @@ fn health_reserve_keeps_the_battery_for_the_clinic() {
                 vec![Load::on_off("home", 400.0)],
             ),
         ],
+        ..Priorities::default()
     };
     // 3 kWh stored above the minimum, 4 kWh kept for the clinic: only the clinic may use it.
     let snap = Snapshot {
@@ -253,6 +257,7 @@ fn a_flexible_load_waits_when_the_plan_says_later() {
     pump.planned_watts = Some(0.0);
     let p = Priorities {
         tiers: vec![tier("water", Sharing::FairShare, vec![pump])],
+        ..Priorities::default()
     };
     let a = allocate(&p, &Snapshot::available(5000.0), &Rotation::default());
     assert!(!a.loads[0].on);
@@ -270,6 +275,7 @@ fn bad_numbers_give_diagnostics_not_panics() {
             Sharing::FairShare,
             vec![Load::on_off("a", f64::NAN), Load::on_off("b", 100.0)],
         )],
+        ..Priorities::default()
     };
     let snap = Snapshot {
         pv_watts: f64::INFINITY,
@@ -292,6 +298,7 @@ fn a_huge_cell_count_and_budget_give_an_allocation_not_a_panic() {
                 .map(|i| Load::on_off(format!("l{i}"), 1e300))
                 .collect(),
         )],
+        ..Priorities::default()
     };
     let opts = AllocationOptions {
         max_cells: usize::MAX,
@@ -346,7 +353,10 @@ fn arb_priorities(max_loads: usize, health: bool) -> impl Strategy<Value = Prior
                 tiers[t].loads.push(load);
             }
             tiers.retain(|t| !t.loads.is_empty());
-            Priorities { tiers }
+            Priorities {
+                tiers,
+                min_switch_secs: 0.0,
+            }
         })
 }
 
@@ -488,7 +498,7 @@ proptest! {
             let d = f64::from(d);
             Load::adjustable(format!("ev{i}"), (d * f64::from(m) / 100.0).round(), d)
         }).collect();
-        let p = Priorities { tiers: vec![tier("ev", Sharing::FairShare, loads.clone())] };
+        let p = Priorities { tiers: vec![tier("ev", Sharing::FairShare, loads.clone())], ..Priorities::default() };
         let a = allocate(&p, &Snapshot::available(f64::from(budget)), &Rotation::default());
         let served: Vec<(f64, f64, f64)> = a.loads.iter().zip(&loads)
             .filter(|(x, _)| x.on)
@@ -520,7 +530,7 @@ proptest! {
         let watts = f64::from(watts);
         let k = ((n as f64 * k_frac).floor() as usize).clamp(1, n - 1);
         let loads = (0..n).map(|i| Load::on_off(format!("home_{i}"), watts)).collect();
-        let p = Priorities { tiers: vec![tier("homes", Sharing::FairShare, loads)] };
+        let p = Priorities { tiers: vec![tier("homes", Sharing::FairShare, loads)], ..Priorities::default() };
         let snap = Snapshot::available(watts * k as f64 + watts * 0.5);
         let mut rot = Rotation::default();
         let mut served = vec![0usize; n];
@@ -555,6 +565,7 @@ fn an_adjustable_load_in_order_gets_what_the_loads_before_it_left() {
                 ],
             ),
         ],
+        ..Priorities::default()
     };
     let a = allocate(&p, &Snapshot::available(3000.0), &Rotation::default());
     assert!((a.loads[2].allocated_watts - 1500.0).abs() < 1e-6);
@@ -592,6 +603,7 @@ fn run_turns_from(
         .collect();
     let p = Priorities {
         tiers: vec![tier("homes", Sharing::FairShare, tier_loads)],
+        ..Priorities::default()
     };
     let mut out = Vec::new();
     for &b in budgets {
@@ -686,6 +698,7 @@ fn a_new_load_cut_while_others_waited_is_told_so_not_listed_order() {
                 Load::on_off("home_2", 400.0),
             ],
         )],
+        ..Priorities::default()
     };
     let mut rot = Rotation::default();
     for (id, served, waiting) in [("home_1", 1, 0), ("home_2", 0, 1)] {
@@ -696,6 +709,7 @@ fn a_new_load_cut_while_others_waited_is_told_so_not_listed_order() {
                 cut: 1 - served,
                 last_cut: (waiting > 0).then_some(0),
                 waiting,
+                ..Default::default()
             },
         );
     }

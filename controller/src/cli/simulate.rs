@@ -136,23 +136,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let mut csv_error = None;
     if let Some(w) = csv.as_mut() {
+        // Then one column per tier: 1 when it was cut in the sun (see the table).
+        let sun: Vec<String> = model
+            .priorities()
+            .tiers
+            .iter()
+            .map(|t| format!("cut_in_sun_{}", t.name))
+            .collect();
         let header = format!(
-            "time,pv_watts,consumption_watts,soc_percent,{}",
-            ids.join(",")
+            "time,pv_watts,consumption_watts,soc_percent,{},{}",
+            ids.join(","),
+            sun.join(",")
         );
         csv_error = writeln!(w, "{header}").err();
     }
     let a = simulate::replay(&model, days, args.weather, start, history.as_ref(), |row| {
         if let (Some(w), None) = (csv.as_mut(), &csv_error) {
-            let on: Vec<&str> = row.on.iter().map(|o| if *o { "1" } else { "0" }).collect();
+            let flags = |v: &[bool]| -> String {
+                v.iter()
+                    .map(|o| if *o { "1" } else { "0" })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             csv_error = writeln!(
                 w,
-                "{},{:.0},{:.0},{:.1},{}",
+                "{},{:.0},{:.0},{:.1},{},{}",
                 row.at.to_rfc3339(),
                 row.pv_watts,
                 row.consumption_watts,
                 row.soc_percent,
-                on.join(",")
+                flags(&row.on),
+                flags(&row.cut_in_sun)
             )
             .err();
         }

@@ -516,6 +516,7 @@ impl Core {
             battery: model_battery,
             planned_charge_watts: planned_charge,
             health_reserve: planner::HealthReserve::EnergyWh(reserve_wh),
+            now_secs: now.timestamp_millis() as f64 / 1000.0,
         };
         // The first decision after a start: the loads found on are taken as the ones whose turn
         // it is in their tier, so a restart carries on with them instead of cutting them for the

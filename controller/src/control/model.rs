@@ -113,7 +113,10 @@ impl SiteModel {
                 )
             })
             .collect();
-        planner::Priorities { tiers }
+        planner::Priorities {
+            tiers,
+            min_switch_secs: site.min_switch.as_secs_f64(),
+        }
     }
 
     /// The planner's battery at `soc` (fraction 0..=1), from the site file's limits.
