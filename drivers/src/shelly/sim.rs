@@ -102,6 +102,8 @@ pub struct ShellyPlug {
     pub requests: u64,
     /// `Switch.Set` and `Switch.Toggle` requests received.
     pub switch_requests: u64,
+    /// `Switch.Set` requests that asked for the state the output was already in.
+    pub redundant_switches: u64,
 }
 
 impl ShellyPlug {
@@ -120,6 +122,7 @@ impl ShellyPlug {
             last_energy: Instant::now(),
             requests: 0,
             switch_requests: 0,
+            redundant_switches: 0,
         };
         p.set_switches(1, nominal_watts);
         p
@@ -300,6 +303,9 @@ impl ShellyPlug {
                         }
                     }
                 };
+                if was_on == on {
+                    self.redundant_switches += 1;
+                }
                 self.set_output(id, on);
                 (Ok(json!({"was_on": was_on})), (was_on != on).then_some(id))
             }

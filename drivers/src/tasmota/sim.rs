@@ -52,6 +52,8 @@ pub struct TasmotaPlug {
     pub commands: u64,
     /// `Power` commands that asked for a state (`ON`, `OFF`, `TOGGLE`), not mere queries.
     pub switch_commands: u64,
+    /// Switch commands that asked for the state the relay was already in.
+    pub redundant_switches: u64,
 }
 
 /// Local time in Tasmota's format (`2026-06-01T12:00:00`, UTC here).
@@ -92,6 +94,7 @@ impl TasmotaPlug {
             last_energy: now,
             commands: 0,
             switch_commands: 0,
+            redundant_switches: 0,
         }
     }
 
@@ -234,6 +237,9 @@ impl TasmotaPlug {
             };
             if let Some(want) = want {
                 self.switch_commands += 1;
+                if self.relay(n) == want {
+                    self.redundant_switches += 1;
+                }
                 // PowerOnState 4 locks the relays on.
                 if want || !locked {
                     self.set_relay(n, want);
