@@ -349,6 +349,7 @@ mod tests {
                 ),
                 Tier::new("comfort", Sharing::FairShare, vec![flexible]),
             ],
+            ..Priorities::default()
         }
     }
 
