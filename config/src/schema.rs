@@ -61,7 +61,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(S, "site", "min_switch_secs", "number", "s", "0", "least time a load of a `fair_share` tier stays on or off once rotation switched it (e.g. 300 for compressors), 0 to 3600; earlier only when it stops asking, or when a higher tier or less power leaves too little for the loads held on; see Turns below"),
     k(S, "site", "latitude", "number", "degrees", NONE, "for the local solar forecast and sunrise; -90 to 90, give with longitude"),
     k(S, "site", "longitude", "number", "degrees", NONE, "east positive; -180 to 180, give with latitude"),
-    k(S, "site", "utc_offset_minutes", "integer", "minutes", "0", "local time minus UTC, for deadlines and the daily plan; -720 to 840"),
+    k(S, "site", "utc_offset_minutes", "integer", "minutes", "0", "local time minus UTC, for deadlines, the daily plan and every time shown to people (page, reasons, CLI); -720 to 840"),
 
     k(S, "grid", "kind", "string", "", "\"grid\"", "`grid` or `generator`; the table is optional (an island site has none)"),
     k(S, "grid", "max_import_watts", "number", "W", REQ, "most power the site may draw from it, positive"),

@@ -29,6 +29,9 @@ pub struct StateView {
     pub consumption_watts: Option<f64>,
     pub battery: Option<BatteryView>,
     pub grid_state: GridState,
+    /// The banner's sentence: why the grid state is what it is, in words and numbers, never
+    /// contradicting the loads' reasons (empty when not known).
+    pub status: String,
     /// True when the controller reads and plans but switches nothing.
     pub dry_run: bool,
     pub devices: Vec<DeviceView>,
@@ -44,6 +47,8 @@ pub struct StateView {
 pub struct SiteView {
     pub id: String,
     pub name: String,
+    /// Local time minus UTC, in minutes: the page shows times on the site's clock.
+    pub utc_offset_minutes: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -48,6 +48,7 @@ fn state_at(time: String) -> StateView {
         site: SiteView {
             id: "kalinzu".into(),
             name: "Kalinzu village".into(),
+            utc_offset_minutes: 180,
         },
         available_watts: 2100.0,
         pv_watts: Some(2600.0),
@@ -57,6 +58,7 @@ fn state_at(time: String) -> StateView {
             watts: Some(-700.0),
         }),
         grid_state: GridState::Scarcity,
+        status: String::new(),
         dry_run: false,
         devices: vec![
             DeviceView {

@@ -149,6 +149,10 @@ fn simulate_compares_two_priority_files_side_by_side() {
     assert!(energy("in_force", "clinic_fridge") > 0.0);
     let rows = std::fs::read_to_string(&csv).unwrap().lines().count();
     assert_eq!(rows, 1 + 2 * 288, "a header and one row per 5 minutes");
+    // A person reads the file: the site's clock (UTC+3), from its midnight, with the offset.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let first = text.lines().nth(1).unwrap();
+    assert!(first.starts_with("2026-03-02T00:00:00+03:00,"), "{first}");
 
     let (ok, table, _) = communalia(&[
         "simulate",

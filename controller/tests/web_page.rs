@@ -146,6 +146,7 @@ fn evening(config: &communalia_config::Config, now: chrono::DateTime<chrono::Utc
         site: SiteView {
             id: config.site.id.clone(),
             name: config.site.name.clone(),
+            utc_offset_minutes: config.site.utc_offset_minutes,
         },
         available_watts: 2100.0,
         pv_watts: Some(150.0),
@@ -155,6 +156,7 @@ fn evening(config: &communalia_config::Config, now: chrono::DateTime<chrono::Utc
             watts: Some(1800.0),
         }),
         grid_state: GridState::Scarcity,
+        status: String::new(),
         dry_run: false,
         devices: config
             .site
@@ -531,4 +533,211 @@ async fn page_warns_when_the_data_is_stale() {
     assert!(element_text(&dom, "freshness").starts_with("Last update 10 min ago"));
     // The values are still shown, marked as old rather than hidden.
     assert!(dom.contains("data-load-id=\"workshop\""));
+}
+
+/// The village's morning run by the real decision step, devices following its commands, to
+/// local noon: what the page gets at simulated noon.
+fn noon_snapshot() -> Published {
+    use communalia::control::core::{
+        Action, Core, DeviceInput, DeviceValue, LoadInput, ProcessImage,
+    };
+    use communalia::control::model::SiteModel;
+    use communalia::forecast::solar;
+    let model = SiteModel::new(village());
+    let mut core = Core::new(model.clone(), false);
+    let place = model.place().unwrap();
+    let arrays = model.arrays();
+    // 06:00 to 12:00 local in Kalinzu (UTC+3), every six minutes.
+    let sunrise: chrono::DateTime<chrono::Utc> = "2026-03-02T03:00:00Z".parse().unwrap();
+    let mut on: BTreeMap<String, bool> = BTreeMap::new();
+    let mut last = None;
+    for i in 0..=60 {
+        let at = sunrise + chrono::Duration::minutes(6 * i);
+        let pv = 0.85 * solar::clear_sky_watts(place, &arrays, at);
+        // The battery fills through the morning, 35 % to 65 %.
+        let soc = 35.0 + 0.5 * i as f64;
+        let mut consumption = 0.0;
+        let mut loads = BTreeMap::new();
+        for l in &model.site().loads {
+            let running = !l.control.is_controlled() || on.get(&l.id).copied().unwrap_or(false);
+            if running {
+                consumption += l.nominal.0;
+            }
+            if l.control.is_controlled() {
+                loads.insert(
+                    l.id.clone(),
+                    LoadInput {
+                        online: Some(true),
+                        on: Some(running),
+                        power: Some(if running { l.nominal.0 } else { 0.0 }),
+                        fault: None,
+                    },
+                );
+            }
+        }
+        let dev = |id: &str, v: DeviceValue| DeviceInput {
+            id: id.into(),
+            last: Some((at, v)),
+            error: None,
+        };
+        let out = core.step(&ProcessImage {
+            at,
+            devices: vec![
+                dev("inverter", DeviceValue::Pv(pv)),
+                dev(
+                    "battery",
+                    DeviceValue::Battery(communalia_drivers::BatteryState {
+                        soc: Some(communalia_drivers::Percent(soc)),
+                        ..Default::default()
+                    }),
+                ),
+                dev("meter", DeviceValue::Meter(consumption)),
+            ],
+            loads,
+        });
+        for c in &out.commands {
+            let v = match c.action {
+                Action::Switch(v) => v,
+                Action::Setpoint(w) => w > 0.0,
+            };
+            on.insert(c.load.clone(), v);
+        }
+        last = Some(out);
+    }
+    let out = last.unwrap();
+    Published {
+        state: out.state,
+        plan: core.plan_view(),
+        assembly: core.assembly_view(),
+        metrics: String::new(),
+    }
+}
+
+/// True when `s` holds a local clock time "HH:MM-HH:MM".
+fn has_window(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(11).any(|w| {
+        let d = |i: usize| w[i].is_ascii_digit();
+        d(0) && d(1)
+            && w[2] == b':'
+            && d(3)
+            && d(4)
+            && w[5] == b'-'
+            && d(6)
+            && d(7)
+            && w[8] == b':'
+            && d(9)
+            && d(10)
+    })
+}
+
+/// True when `s` quotes an amount of energy or power ("6.2 kWh", "0.4 kW").
+fn has_amount(s: &str) -> bool {
+    s.split(' ').zip(s.split(' ').skip(1)).any(|(n, unit)| {
+        n.parse::<f64>().is_ok() && (unit.starts_with("kWh") || unit.starts_with("kW"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_noon_the_banner_and_the_loads_agree_and_every_deferred_load_says_when_or_why_not() {
+    let Some(chromium) = chromium() else { return };
+    let published = noon_snapshot();
+    let state = published.state.clone();
+    let first_step = published.plan.steps[0].start.clone();
+    let server = start(published).await;
+    let url = server.url.clone();
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url))
+        .await
+        .unwrap();
+
+    // The banner is the cycle's: its word and its sentence with the numbers.
+    let word = match state.grid_state {
+        GridState::Surplus => "Plenty",
+        GridState::Tight => "Tight",
+        GridState::Scarcity => "Scarce",
+    };
+    assert_eq!(element_text(&dom, "status-text"), word, "{dom}");
+    assert!(!state.status.is_empty());
+    assert_eq!(element_text(&dom, "status-sentence"), state.status);
+
+    // Every flexible load that waits says when the plan runs it, or why not, in numbers.
+    let deferred: Vec<&LoadView> = state
+        .loads
+        .iter()
+        .filter(|l| !l.on && l.reason.contains(": flexible, "))
+        .collect();
+    assert!(
+        !deferred.is_empty(),
+        "no flexible load waits at noon: {:#?}",
+        state.loads
+    );
+    let mut unplanned = 0;
+    for l in &deferred {
+        assert!(
+            dom.contains(&l.reason),
+            "the page does not show {:?}",
+            l.reason
+        );
+        if l.reason.contains(": flexible, not planned in the next ") {
+            unplanned += 1;
+            assert!(
+                has_amount(&l.reason),
+                "a cause without numbers: {}",
+                l.reason
+            );
+        } else {
+            assert!(
+                l.reason.contains(": flexible, planned ") && has_window(&l.reason),
+                "neither a planned time nor a cause: {}",
+                l.reason
+            );
+        }
+        assert!(!l.reason.contains("the plan runs it later"), "{}", l.reason);
+    }
+    // No load is off with a reason that contradicts the banner: "Plenty" only when every load
+    // that asks runs or is planned today; a load cut for lack of power makes it scarce.
+    let cut = state
+        .loads
+        .iter()
+        .filter(|l| {
+            !l.on && !l.reason.contains(": flexible, ") && !l.reason.contains("asks nothing now")
+        })
+        .count();
+    let tomorrow = deferred
+        .iter()
+        .any(|l| l.reason.contains("planned tomorrow "));
+    match state.grid_state {
+        GridState::Surplus => assert!(unplanned == 0 && cut == 0 && !tomorrow, "{state:#?}"),
+        GridState::Tight => assert!(cut == 0, "{state:#?}"),
+        GridState::Scarcity => assert!(cut > 0, "{state:#?}"),
+    }
+    // The noon of issue 15: the spare sun is stored for the night's tiers, so it is not
+    // "Plenty" while laundry and charging are not planned.
+    assert!(unplanned > 0, "{:#?}", deferred);
+    assert_ne!(state.grid_state, GridState::Surplus);
+    assert!(
+        !dom.contains("A good time for laundry"),
+        "the fixed sentence of plenty at a noon that is not"
+    );
+
+    // The plan chart is on the site's clock (UTC+3), not UTC.
+    let start: chrono::DateTime<chrono::Utc> = first_step.parse().unwrap();
+    let local = (start + chrono::Duration::hours(3))
+        .format("%H:%M")
+        .to_string();
+    let utc = start.format("%H:%M").to_string();
+    assert!(
+        dom.contains(&format!(">{local}</text>")),
+        "no {local} on the chart"
+    );
+    assert!(
+        !dom.contains(&format!(">{utc}</text>")),
+        "{utc} (UTC) on the chart"
+    );
+    let summary = element_text(&dom, "plan-summary");
+    assert!(
+        summary.contains(&format!("from {local} over 24 h"))
+            && summary.contains("Times are site time (UTC+03:00)."),
+        "{summary}"
+    );
 }

@@ -192,7 +192,14 @@ pub enum Cut {
 /// Classifies a load from the reason the planner gave.
 pub fn cut(load: &LoadView) -> Cut {
     let r = &load.reason;
-    if r.contains("asks nothing now") || r.contains("the plan runs it later") {
+    // A flexible load the horizon plan runs later says when ("flexible, planned 13:00-14:30")
+    // or why not ("flexible, not planned in the next 24 h: ..."); without a plan, "the plan
+    // runs it later".
+    if r.contains("asks nothing now")
+        || r.contains("the plan runs it later")
+        || r.contains(": flexible, planned ")
+        || r.contains(": flexible, not planned ")
+    {
         Cut::Waiting
     } else if r.contains(" takes turns")
         || r.contains(" is less than ")

@@ -132,6 +132,9 @@ pub struct LoadAllocation {
     pub allocated_watts: Watts,
     /// One line for people.
     pub reason: String,
+    /// Off because it is flexible and the horizon plan gives it less than it needs to run now:
+    /// it waits for the plan, not for power ([`crate::outlook`] says when it runs).
+    pub deferred: bool,
 }
 
 /// The result of [`allocate`].
@@ -831,6 +834,7 @@ pub fn allocate_with(
                 demand_watts: load.demand_watts.max(0.0),
                 allocated_watts: w,
                 reason: why.render(&facts),
+                deferred: why == Why::Deferred,
             });
         }
     }

@@ -21,6 +21,10 @@
 //!   branch and bound from the dive's schedule on small models. Returns the objective (import
 //!   cost minus export revenue) with the relaxation's lower bound.
 //! - [`fixtures`]: the mission's village and deterministic synthetic problems (tests, benches).
+//! - [`outlook::outlook`]: for a flexible load the allocation defers ([`LoadAllocation::deferred`]),
+//!   when the horizon plan runs it (a window in the plan's local clock, with the spare sun) or
+//!   why not within the horizon (the shortfall of the tiers above, in numbers);
+//!   [`outlook::deferred_reason`] writes it for people.
 //! - [`reason::kw`]: how power is written for people.
 //!
 //! # Invariants
@@ -64,6 +68,7 @@
 
 mod alloc;
 pub mod model;
+pub mod outlook;
 pub mod reason;
 mod subset;
 

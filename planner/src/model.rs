@@ -113,6 +113,17 @@ impl Load {
         load
     }
 
+    /// The least power the horizon plan must give this load in a step for a flexible load to
+    /// run in it: half its demand for an on/off load, its minimum for an adjustable one (the
+    /// allocation's rule, see [`Load::planned_watts`]).
+    pub fn least_planned_watts(&self) -> Watts {
+        let finite = |w: Watts| if w.is_finite() { w.max(0.0) } else { 0.0 };
+        match self.control {
+            Control::OnOff => finite(self.demand_watts) / 2.0,
+            Control::Adjustable { min_watts, .. } => finite(min_watts),
+        }
+    }
+
     /// The same load with another display name.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();

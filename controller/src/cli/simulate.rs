@@ -31,7 +31,8 @@ pub struct Args {
     /// First day (YYYY-MM-DD, the site's local date); default today, or the history's first.
     #[arg(long, value_name = "DATE")]
     start: Option<chrono::NaiveDate>,
-    /// Write one row per 5-minute step (the file in force) to this CSV file.
+    /// Write one row per 5-minute step (the file in force) to this CSV file; times are the
+    /// site's local time, RFC 3339 with its offset (`2026-03-02T12:00:00+03:00`).
     #[arg(long, value_name = "OUT")]
     csv: Option<PathBuf>,
     /// Print JSON instead of the table.
@@ -135,6 +136,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|l| l.id.clone())
         .collect();
     let mut csv_error = None;
+    // A person reads the file: the site's clock, with the offset so it stays unambiguous.
+    let zone = chrono::FixedOffset::east_opt(config.site.utc_offset_minutes * 60)
+        .unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc));
     if let Some(w) = csv.as_mut() {
         // Then one column per tier: 1 when it was cut in the sun (see the table).
         let sun: Vec<String> = model
@@ -161,7 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             csv_error = writeln!(
                 w,
                 "{},{:.0},{:.0},{:.1},{},{}",
-                row.at.to_rfc3339(),
+                row.at
+                    .with_timezone(&zone)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
                 row.pv_watts,
                 row.consumption_watts,
                 row.soc_percent,

@@ -19,12 +19,13 @@ use communalia_drivers::BatteryState;
 use communalia_planner as planner;
 
 use super::model::{DayForecast, SiteModel};
+use super::status;
 use crate::forecast::external::ExternalForecast;
 use crate::forecast::load::LoadProfile;
 use crate::forecast::solar::{self, Calibration, Scaling, Steps};
 use crate::state::{
-    AssemblyView, BatteryView, DeviceView, GridState, LoadView, PlanStepView, PlanView, SiteView,
-    StateView, TierView,
+    AssemblyView, BatteryView, DeviceView, LoadView, PlanStepView, PlanView, SiteView, StateView,
+    TierView,
 };
 
 /// What a Modbus device last said.
@@ -532,11 +533,19 @@ impl Core {
         if !starting {
             self.rotation = allocation.rotation.clone();
         }
+        // A flexible load that waits for the plan says when the plan runs it, or why not.
+        let outlooks = self.outlooks(&priorities, &allocation, now);
+        let mut banner = status::Facts {
+            available_watts: allocation.available_watts,
+            allocated_watts: allocation.allocated_watts,
+            battery_watts: battery.and_then(|b| b.power).map(|w| w.0),
+            starting,
+            ..status::Facts::default()
+        };
 
         // Commands and views.
         let mut commands = Vec::new();
         let mut loads = Vec::new();
-        let mut cut = false;
         for a in &allocation.loads {
             let Some(l) = site.load(&a.id) else { continue };
             let input = image.loads.get(&a.id).cloned().unwrap_or_default();
@@ -544,6 +553,10 @@ impl Core {
             let mut on = a.on;
             let mut watts = a.allocated_watts;
             let mut reason = a.reason.clone();
+            let outlook = outlooks.get(&a.id).filter(|_| a.deferred);
+            if let (Some(o), Some(plan)) = (outlook, self.plan.as_ref()) {
+                reason = planner::outlook::deferred_reason(&l.name, o, plan);
+            }
             if starting && health {
                 // Switching a health load on is never wrong: it is served first, and may draw
                 // on the reserve.
@@ -578,14 +591,17 @@ impl Core {
                     faults.join("; ")
                 );
             }
-            let waiting = !on
-                && priorities
-                    .tiers
-                    .iter()
-                    .flat_map(|t| &t.loads)
-                    .any(|p| p.id == a.id && p.planned_watts == Some(0.0));
-            if !on && a.demand_watts > 0.0 && !waiting && !starting {
-                cut = true;
+            // Off because the plan runs it later: waiting, not cut, and the banner says when.
+            let waiting = !on && a.deferred;
+            if !on && a.demand_watts > 0.0 && !starting {
+                if !waiting {
+                    banner.cut.push(l.name.clone());
+                } else if let Some(when) = outlook.and_then(|o| self.when(o)) {
+                    banner.waits.push(status::Wait {
+                        name: l.name.clone(),
+                        when,
+                    });
+                }
             }
             let mut fault = input.fault.clone();
             let reachable = input.online != Some(false);
@@ -647,20 +663,13 @@ impl Core {
             })
             .collect();
         let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
-        let grid_state = if cut {
-            GridState::Scarcity
-        } else if battery_w.is_some_and(|w| w > 50.0)
-            || allocation.allocated_watts > 0.8 * allocation.available_watts
-        {
-            GridState::Tight
-        } else {
-            GridState::Surplus
-        };
+        let (grid_state, status) = status::banner(&banner);
         let state = StateView {
             time: rfc3339(now),
             site: SiteView {
                 id: site.id.clone(),
                 name: site.name.clone(),
+                utc_offset_minutes: site.utc_offset_minutes,
             },
             available_watts: allocation.available_watts,
             pv_watts: pv,
@@ -670,6 +679,7 @@ impl Core {
                 watts: battery_w,
             }),
             grid_state,
+            status,
             dry_run: self.dry_run,
             devices,
             tiers,
@@ -682,6 +692,56 @@ impl Core {
             commands,
             faults,
             starting,
+        }
+    }
+
+    /// What the plan in force holds for each load the allocation defers (see
+    /// [`planner::outlook`]).
+    fn outlooks(
+        &self,
+        priorities: &planner::Priorities,
+        allocation: &planner::Allocation,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<String, planner::outlook::Outlook> {
+        let (Some(plan), Some(at)) = (self.plan.as_ref(), self.plan_at) else {
+            return BTreeMap::new();
+        };
+        let Ok(elapsed_minutes) = u32::try_from((now - at).num_minutes()) else {
+            return BTreeMap::new();
+        };
+        let ctx = planner::outlook::PlanContext {
+            plan,
+            pv_watts: &self.plan_pv,
+            uncontrolled_watts: &self.plan_uncontrolled,
+            elapsed_minutes,
+        };
+        allocation
+            .loads
+            .iter()
+            .filter(|a| a.deferred)
+            .filter_map(|a| {
+                Some((
+                    a.id.clone(),
+                    planner::outlook::outlook(&ctx, priorities, &a.id)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// When a waiting load runs, for the banner; `None` when it asks nothing more today (its
+    /// daily need is delivered).
+    fn when(&self, outlook: &planner::outlook::Outlook) -> Option<status::When> {
+        use planner::outlook::{Cause, Outlook};
+        match outlook {
+            Outlook::Planned { from, today, .. } => Some(status::When::Planned {
+                at: planner::outlook::clock(self.plan.as_ref()?, *from),
+                today: *today,
+            }),
+            Outlook::NotPlanned {
+                cause: Cause::NeedMet { .. },
+                ..
+            } => None,
+            Outlook::NotPlanned { .. } => Some(status::When::NotPlanned),
         }
     }
 
@@ -1229,5 +1289,50 @@ mod tests {
             "cold room cut at the floor: {:?}",
             out.state.loads.iter().find(|l| l.id == "cold_room")
         );
+    }
+
+    #[test]
+    fn at_noon_a_waiting_flexible_load_says_when_it_runs_or_why_not_and_the_banner_agrees() {
+        // Issue 15: at noon with sun to spare the page said "Plenty" while the laundry and the
+        // e-bike station were off "until energy is more plentiful", and the plan ran them at no
+        // time in the next 24 h.
+        let m = village();
+        let mut core = Core::new(m.clone(), false);
+        let out = run(
+            &mut core,
+            local("06:00"),
+            Duration::minutes(6),
+            61,
+            0.85,
+            40.0,
+        );
+        assert_eq!(out.state.time, rfc3339(local("12:00")));
+        let waiting: Vec<_> = out.state.loads.iter().filter(|l| !l.on).collect();
+        let allocation = |id: &str| out.allocation.loads.iter().find(|a| a.id == id).unwrap();
+        let mut unplanned = 0;
+        for l in &waiting {
+            assert!(allocation(&l.id).deferred, "{}", l.reason);
+            let (name, rest) = l.reason.split_once(" off: flexible, ").unwrap();
+            assert_eq!(name, m.site().load(&l.id).unwrap().name);
+            if let Some(why) = rest.strip_prefix("not planned in the next 24 h: ") {
+                unplanned += 1;
+                assert!(why.contains(" kWh short from "), "{why}");
+            } else {
+                assert!(rest.starts_with("planned "), "{rest}");
+                assert!(rest.contains(" kW, when ") || rest.contains(" from the battery"));
+            }
+        }
+        assert!(unplanned > 0, "{waiting:#?}");
+        assert_eq!(out.state.grid_state, crate::state::GridState::Tight);
+        assert!(
+            out.state
+                .status
+                .contains("The plan finds no time in the next 24 h for "),
+            "{}",
+            out.state.status
+        );
+        for l in waiting.iter().filter(|l| l.reason.contains("not planned")) {
+            assert!(out.state.status.contains(&l.name), "{}", out.state.status);
+        }
     }
 }

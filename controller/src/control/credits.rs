@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, Utc};
 use communalia_config as cfg;
 use communalia_ledger::{Day, Ledger, LedgerError, MeterKind, Reject, SigningKey, Store};
 
-use crate::state::{GridState, StateView};
+use crate::state::StateView;
 
 /// Posts a member's shifted energy at least this often (site time).
 const FLUSH_EVERY: chrono::Duration = chrono::Duration::hours(1);
@@ -76,7 +76,9 @@ impl<S: Store + Send + 'static> Credits<S> {
             .last
             .map_or(0.0, |l| (at - l).num_milliseconds() as f64 / 3_600_000.0);
         self.last = Some(at);
-        if state.grid_state == GridState::Surplus && dt_h > 0.0 && dt_h < 0.25 {
+        // Energy to spare now, not the banner's "Plenty" (which also asks that every waiting
+        // load be planned today): a member's load that runs in the sun has shifted its use.
+        if super::status::energy_to_spare(state) && dt_h > 0.0 && dt_h < 0.25 {
             for l in state.loads.iter().filter(|l| l.on) {
                 if let Some(member) = self.owners.get(&l.id) {
                     let watts = l.measured_watts.unwrap_or(l.allocated_watts).max(0.0);
@@ -177,6 +179,7 @@ impl<S: Store> Flush<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::GridState;
     use communalia_ledger::fixtures::Village;
     use communalia_ledger::{MemStore, Params};
 
@@ -186,12 +189,15 @@ mod tests {
             site: crate::state::SiteView {
                 id: "t".into(),
                 name: "t".into(),
+                utc_offset_minutes: 0,
             },
-            available_watts: 0.0,
+            // Energy to spare is judged on the numbers too: the e-bike's 0.6 kW of 5 kW.
+            available_watts: 5000.0,
             pv_watts: None,
             consumption_watts: None,
             battery: None,
             grid_state: grid,
+            status: String::new(),
             dry_run: false,
             devices: vec![],
             tiers: vec![],

@@ -673,6 +673,7 @@ mod tests {
             site: SiteView {
                 id: "kalinzu".into(),
                 name: "Kalinzu".into(),
+                utc_offset_minutes: 180,
             },
             available_watts: 0.0,
             pv_watts: Some(pv),
@@ -682,6 +683,7 @@ mod tests {
                 watts: None,
             }),
             grid_state: GridState::Tight,
+            status: String::new(),
             dry_run: false,
             devices: vec![],
             tiers: vec![],

@@ -404,6 +404,7 @@ mod tests {
             site: SiteView {
                 id: "kalinzu".into(),
                 name: "Kalinzu".into(),
+                utc_offset_minutes: 180,
             },
             available_watts: 2100.0,
             pv_watts: None,
@@ -413,6 +414,7 @@ mod tests {
                 watts: Some(-300.0),
             }),
             grid_state: GridState::Scarcity,
+            status: String::new(),
             dry_run: false,
             devices: vec![DeviceView {
                 id: "inverter".into(),

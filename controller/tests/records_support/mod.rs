@@ -189,6 +189,7 @@ pub fn village(site: &str) -> StateView {
         site: SiteView {
             id: site.into(),
             name: "Kalinzu".into(),
+            utc_offset_minutes: 180,
         },
         available_watts: 2100.0,
         pv_watts: Some(3200.5),
@@ -198,6 +199,7 @@ pub fn village(site: &str) -> StateView {
             watts: Some(-300.0),
         }),
         grid_state: GridState::Tight,
+        status: String::new(),
         dry_run: false,
         devices: vec![
             DeviceView {

@@ -12,6 +12,9 @@
     scarcity: ["Scarce", "\u26A0", "Not everything can run. Energy goes to the tiers in the order the assembly voted; each load that is off says why below."]
   };
   var state = null, plan = null, assembly = null;
+  // The site's offset from UTC in minutes (from the state): every time shown is site time,
+  // whatever the clock of the phone or laptop showing the page. The API speaks UTC.
+  var siteOffset = null;
   var lastReceived = 0, skewMs = 0, reachable = true, source = null, shownErrors = null;
 
   function $(id) { return document.getElementById(id); }
@@ -39,7 +42,18 @@
   function pct(p) { return Math.round(p) + "\u00A0%"; }
   function title(name) { var s = String(name).replace(/_/g, " "); return s.charAt(0).toUpperCase() + s.slice(1); }
   function two(n) { return (n < 10 ? "0" : "") + n; }
-  function clock(iso) { var d = new Date(iso); return isNaN(d) ? "?" : two(d.getHours()) + ":" + two(d.getMinutes()); }
+  function clock(iso) {
+    var d = new Date(iso);
+    if (isNaN(d)) return "?";
+    if (siteOffset === null) return two(d.getHours()) + ":" + two(d.getMinutes());
+    var t = new Date(d.getTime() + siteOffset * 60000);
+    return two(t.getUTCHours()) + ":" + two(t.getUTCMinutes());
+  }
+  function zone() {
+    if (siteOffset === null) return "";
+    var a = Math.abs(siteOffset);
+    return "UTC" + (siteOffset < 0 ? "\u2212" : "+") + two(Math.floor(a / 60)) + ":" + two(a % 60);
+  }
   function ago(s) {
     if (s < 60) return Math.round(s) + " s";
     if (s < 3600) return Math.round(s / 60) + " min";
@@ -55,7 +69,8 @@
     $("status").className = "status " + (STATUS[s.grid_state] ? s.grid_state : "unknown");
     $("status-word").querySelector(".symbol").textContent = st[1];
     setText("status-text", st[0]);
-    setText("status-sentence", st[2]);
+    // The controller's own sentence says why, in numbers, from the same decisions as the loads.
+    setText("status-sentence", s.status || st[2]);
     $("dry-run").hidden = !s.dry_run;
     if (s.site && s.site.name) {
       setText("site-name", s.site.name);
@@ -144,6 +159,11 @@
     }
     state = s;
     lastReceived = Date.now();
+    var offset = s.site && known(s.site.utc_offset_minutes) ? s.site.utc_offset_minutes : null;
+    if (offset !== siteOffset) {
+      siteOffset = offset;
+      if (plan) guard("plan", drawPlan);
+    }
     guard("status", function () { renderStatus(s); });
     guard("figures", function () { renderFigures(s); });
     guard("tiers", function () { renderTiers(s); });
@@ -310,6 +330,7 @@
     var peak = steps.reduce(function (a, b) { return (b.pv_watts || 0) > (a.pv_watts || 0) ? b : a; });
     if (known(peak.pv_watts) && peak.pv_watts > 0) words.push("Solar peaks at " + watts(peak.pv_watts) + " around " + clock(peak.start) + ".");
     words.push("Planned use: " + (energyWh / 1000).toFixed(1) + " kWh from " + clock(steps[0].start) + " over " + Math.round(n * hours) + " h.");
+    if (siteOffset !== null) words.push("Times are site time (" + zone() + ").");
     setText("plan-summary", words.join(" "));
   }
 
