@@ -167,11 +167,19 @@ fn demo_members_earn_communs_for_shifted_use_and_attested_work_within_thirty_hou
     let ledger_file =
         std::env::temp_dir().join(format!("communalia-demo-ledger-{}.sqlite", child.id()));
     let mut out = BufReader::new(child.stdout.take().unwrap());
+    // A failed assertion must not leave the demo running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = KillOnDrop(child);
     let mut banner = String::new();
     while !banner.contains("Ctrl-C") {
         let mut line = String::new();
         if out.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
             panic!("the demo stopped before it was ready:\n{banner}");
         }
         banner.push_str(&line);
@@ -225,8 +233,7 @@ fn demo_members_earn_communs_for_shifted_use_and_attested_work_within_thirty_hou
         .arg(&ledger_file)
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         text.status.success(),
         "{}",
