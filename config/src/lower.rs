@@ -1476,6 +1476,14 @@ fn lower_reserve(
         200.0,
         "%",
     );
+    ok &= within(
+        doc,
+        &at("forecast_share_percent"),
+        r.forecast_share_percent,
+        0.0,
+        100.0,
+        "%",
+    );
     let tier = match &r.tier {
         Some(name) => match tiers.iter().position(|t| &t.name == name) {
             Some(i) => Some(i),
@@ -1523,6 +1531,7 @@ fn lower_reserve(
         tier: tier?,
         min: WattHours(r.min_wh),
         margin: Percent(r.margin_percent),
+        forecast_share: Percent(r.forecast_share_percent),
     })
     .filter(|_| ok)
 }

@@ -401,6 +401,9 @@ pub struct HealthReserve {
     pub min: WattHours,
     /// Added on top of the energy the tier needs until sunrise.
     pub margin: Percent,
+    /// Share of the battery charge the forecast expects before sunset that the daytime
+    /// reserve counts on (0: always the whole night).
+    pub forecast_share: Percent,
 }
 
 /// Communs rates and rules, in whole milli-Communs where they are amounts.

@@ -176,9 +176,10 @@ pub const KEYS: &[KeyDoc] = &[
     k(A, "tiers[]", "sharing", "string", "", "\"fair_share\"", "`fair_share` (loads take turns, longest-waiting first, adjustable ones at the same fraction of demand; each that fits alone is served within one round, see Turns below) or `in_order` (the listed order decides)"),
     k(A, "tiers[]", "loads", "list of strings", "", REQ, "load ids; every controlled load in exactly one tier"),
 
-    k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise (by day: the coming night, less a third of the charge the sun is expected to bring before sunset)"),
+    k(A, "health_reserve", "tier", "string", "", "the first tier", "the tier the reserve keeps running until sunrise (by day: the coming night, less `forecast_share_percent` of the charge the sun is expected to bring before sunset)"),
     k(A, "health_reserve", "min_wh", "number", "Wh", "0", "battery energy never spent on other tiers, whatever the forecast; at most the battery's usable energy"),
     k(A, "health_reserve", "margin_percent", "number", "%", "20", "added to the energy the tier needs until sunrise; 0 to 200"),
+    k(A, "health_reserve", "forecast_share_percent", "number", "%", "30", "share of the battery charge the forecast expects before sunset (PV beyond the tiers down to the health tier and the unswitched loads) that the daytime reserve counts on, the rest kept as the margin for a wrong forecast; 0 to 100, 0 = always the whole night. The whole night is kept anyway while the forecast is unknown (no coordinates, no external forecast) or the day is grey (under 35 % of clear sky measured). While the sun covers the tiers down to the one below the health tier and the battery holds the reserve (before its `min_wh` floor), the battery's planned charge never cuts them"),
 
     k(A, "communs", "per_kwh_shifted", "number", "C/kWh", "1", "Communs credited per kWh of consumption shifted into surplus hours"),
     k(A, "communs", "per_hour_maintenance", "number", "C/h", "2", "Communs per attested hour of maintenance or repair"),

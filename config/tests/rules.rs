@@ -673,3 +673,27 @@ fn the_minimum_switching_time_defaults_to_none_and_must_be_in_range() {
         ]
     );
 }
+
+#[test]
+fn the_forecast_share_is_a_percentage_and_defaults_to_thirty() {
+    let assembly = format!("{ASSEMBLY}\n[health_reserve]\nforecast_share_percent = 120\n");
+    assert_eq!(
+        errors(SITE, &assembly),
+        vec![
+            "assembly.toml:18:26: health_reserve.forecast_share_percent: 120 is out of range: must be from 0 % to 100 %"
+        ]
+    );
+    let assembly = format!("{ASSEMBLY}\n[health_reserve]\nforecast_share_percent = -5\n");
+    assert_eq!(errors(SITE, &assembly).len(), 1);
+    for (text, share) in [
+        ("[health_reserve]\nforecast_share_percent = 0\n", 0.0),
+        ("[health_reserve]\nmin_wh = 0\n", 30.0),
+    ] {
+        let assembly = format!("{ASSEMBLY}\n{text}");
+        let config = load(SITE, &assembly).expect("a valid assembly");
+        assert_eq!(
+            config.assembly.health_reserve.forecast_share.0, share,
+            "{text}"
+        );
+    }
+}

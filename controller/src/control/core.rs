@@ -107,6 +107,13 @@ pub const PLAN_STEPS: usize = 96;
 /// Share of clear-sky power a day gives when nothing better is known (the plan's forecast fades
 /// to it); the health reserve never counts on more.
 const TYPICAL_CLEAR_SKY_SHARE: f64 = 0.8;
+/// Under this share of clear sky measured (the calibration of the last two hours, or the
+/// inverter now), the day is grey: the health reserve counts on no sun at all, whatever the
+/// forecast (an external one included), and keeps the whole night. At 35 % the village's
+/// 12 kWp give at most about 3.4 kW at noon, and beyond the clinic, the cold storage and the
+/// mast (2 kW) a few kWh a day at best: less than one night, and no forecast of more is to be
+/// trusted on such a day (the replay's cloudy weather is 30 %).
+pub const GREY_DAY_SHARE: f64 = 0.35;
 
 /// The cycle's memory between steps: rotation, the horizon plan, the PV calibration.
 #[derive(Debug)]
@@ -498,6 +505,21 @@ impl Core {
         let planned_charge = planned_charge.min(
             (pv.unwrap_or(0.0) + discharge - uncontrolled - self.model.protected_watts()).max(0.0),
         );
+        // Nor does it cut the tiers down to the one below the health tier while the sun alone
+        // covers them and the battery holds the reserve (before its `min_wh` floor: serving
+        // them from the sun spends nothing from the battery). See `SiteModel::sun_first_watts`.
+        let planned_charge = match (pv, model_battery.as_ref()) {
+            (Some(pv), Some(b)) => {
+                let spare = pv - uncontrolled - self.model.sun_first_watts();
+                let held = b.usable_wh() * b.discharge_efficiency;
+                if spare >= 0.0 && held >= self.reserve_before_floor_now_wh(now) {
+                    planned_charge.min(spare)
+                } else {
+                    planned_charge
+                }
+            }
+            _ => planned_charge,
+        };
 
         let mut priorities = self.model.priorities();
         if let (Some(plan), Some(s)) = (&self.plan, step) {
@@ -746,7 +768,8 @@ impl Core {
     }
 
     /// A plan is due every `plan_every`, and sooner when the sun turned out otherwise than
-    /// the health reserve counted (its share of clear sky moved by a tenth or more): the
+    /// the health reserve counted (its share of clear sky moved by a tenth or more, or across
+    /// [`GREY_DAY_SHARE`]): the
     /// per-step reserve and the charging it asks depend on it (at most once a minute then).
     fn plan_due(&self, now: DateTime<Utc>) -> bool {
         // A plan being solved off the loop: not again meanwhile (unless it was lost: a minute).
@@ -763,7 +786,9 @@ impl Core {
             now - at >= self.plan_every
                 || now < at
                 || (now - at >= Duration::minutes(1)
-                    && (self.sun_share(now) - self.reserve_share).abs() >= 0.1)
+                    && ((self.sun_share(now) - self.reserve_share).abs() >= 0.1
+                        || (self.sun_share(now) < GREY_DAY_SHARE)
+                            != (self.reserve_share < GREY_DAY_SHARE)))
         })
     }
 
@@ -778,8 +803,15 @@ impl Core {
     /// what the sun is expected to put into the battery before sunset, by the forecast made
     /// with the plan in force (the whole night's need before the first plan).
     pub fn health_reserve_now_wh(&self, now: DateTime<Utc>) -> f64 {
+        self.reserve_before_floor_now_wh(now)
+            .max(self.model.assembly().health_reserve.min.0)
+    }
+
+    /// [`Core::health_reserve_now_wh`] before the assembly's `min_wh` floor (see
+    /// [`SiteModel::reserve_before_floor_wh`]).
+    pub fn reserve_before_floor_now_wh(&self, now: DateTime<Utc>) -> f64 {
         match self.plan_at {
-            Some(start) => self.model.health_reserve_with_sun_wh(
+            Some(start) => self.model.reserve_before_floor_wh(
                 now,
                 now,
                 &DayForecast {
@@ -795,7 +827,12 @@ impl Core {
 
     /// PV the health reserve counts on, per step from `now`: the external forecast where it
     /// covers a step; elsewhere the clear-sky model scaled by `share` ([`Core::sun_share`]).
+    /// Nothing at all on a grey day (under [`GREY_DAY_SHARE`] of clear sky measured), whatever
+    /// the forecast says.
     fn sun_forecast(&self, now: DateTime<Utc>, step: Duration, share: f64) -> Vec<f64> {
+        if self.measured_share(now).is_some_and(|s| s < GREY_DAY_SHARE) {
+            return vec![0.0; PLAN_STEPS];
+        }
         let arrays = self.model.arrays();
         let place = self.model.place();
         let clear = |t: DateTime<Utc>| place.map_or(0.0, |p| solar::clear_sky_watts(p, &arrays, t));
@@ -816,6 +853,14 @@ impl Core {
     /// plan's forecast it does not fade to the typical share: a grey morning is assumed to
     /// stay grey, and before the sun has shown what it gives, nothing is counted.
     fn sun_share(&self, now: DateTime<Utc>) -> f64 {
+        self.measured_share(now)
+            .map_or(0.0, |f| f.clamp(0.0, TYPICAL_CLEAR_SKY_SHARE))
+    }
+
+    /// The share of clear sky the sun gave of late, as [`Core::sun_share`] reads it before
+    /// capping it; `None` until the sun has shown what it gives (at night, early in the
+    /// morning, without coordinates).
+    fn measured_share(&self, now: DateTime<Utc>) -> Option<f64> {
         let peak = self.model.pv_peak_watts();
         let now_clear = self.model.place().map_or(0.0, |p| {
             solar::clear_sky_watts(p, &self.model.arrays(), now)
@@ -826,8 +871,7 @@ impl Core {
                 let pv = self.last_pv?;
                 (peak > 0.0 && now_clear >= 0.1 * peak).then(|| pv / now_clear)
             })
-            .filter(|f| f.is_finite())
-            .map_or(0.0, |f| f.clamp(0.0, TYPICAL_CLEAR_SKY_SHARE))
+            .filter(|f| f.is_finite() && *f >= 0.0)
     }
 
     /// Redoes the horizon plan from `now`: PV from the clear-sky model scaled by recent
@@ -1334,5 +1378,98 @@ mod tests {
         for l in waiting.iter().filter(|l| l.reason.contains("not planned")) {
             assert!(out.state.status.contains(&l.name), "{}", out.state.status);
         }
+    }
+
+    #[test]
+    fn tier_two_is_never_cut_while_the_sun_covers_tiers_one_and_two_above_the_reserve() {
+        // A clear morning after a night that left the battery at 15 %, under the assembly's
+        // 2 kWh floor but with the day's counted sun filling the night: from the first cycle
+        // the sun covers the clinic, the cold storage and the mast, the cold storage tier runs,
+        // whatever charge the plan wants. (Before, the plan's charge took the sun until the
+        // battery was back over its floor; tier 2 waited an hour.)
+        let m = village();
+        let mut core = Core::new(m.clone(), false);
+        let place = m.place().unwrap();
+        let from = local("06:30");
+        let mut on: Vec<String> = Vec::new();
+        let mut covered = 0;
+        for i in 0..60 {
+            let at = from + Duration::minutes(3) * i;
+            let pv = solar::clear_sky_watts(place, &m.arrays(), at) * 0.85;
+            let out = core.step(&image(&m, at, pv, 15.0, &on));
+            on = out
+                .state
+                .loads
+                .iter()
+                .filter(|l| l.on)
+                .map(|l| l.id.clone())
+                .collect();
+            let needs = m.sun_first_watts() + m.unswitchable_watts();
+            let b = m.site().battery.clone().unwrap();
+            let held = (0.15 - b.min_soc.0 / 100.0) * b.capacity.0 * b.discharge_efficiency;
+            if pv >= needs && held >= core.reserve_before_floor_now_wh(at) {
+                covered += 1;
+                for id in [
+                    "clinic_fridge",
+                    "clinic_lights",
+                    "cold_room",
+                    "school_freezer",
+                ] {
+                    assert!(
+                        is_on(&out, id),
+                        "{at}: {id} off with {pv:.0} W of sun for {needs:.0} W: {:?}",
+                        out.state.loads.iter().find(|l| l.id == id)
+                    );
+                }
+            }
+        }
+        assert!(
+            covered >= 20,
+            "the sun covered tiers 1-2 in only {covered} cycles"
+        );
+    }
+
+    #[test]
+    fn a_grey_day_keeps_the_whole_night_whatever_the_forecast_says() {
+        // An external forecast promises a clear day; the sun gives 30 % of clear sky (the
+        // forecast is wrong by 70 %). Once the inverter has shown it, the reserve is the whole
+        // night again and the clinic keeps it.
+        let m = village();
+        let mut core = Core::new(m.clone(), false);
+        let place = m.place().unwrap();
+        let start = local("06:00");
+        let step = Duration::minutes(15);
+        let clear: Vec<f64> = (0..96)
+            .map(|i| solar::clear_sky_watts(place, &m.arrays(), start + step * i + step / 2))
+            .collect();
+        let forecast = ExternalForecast {
+            start,
+            step,
+            watts: clear,
+        };
+        core.set_external_pv(forecast.clone());
+        let out = run(
+            &mut core,
+            local("09:00"),
+            Duration::minutes(3),
+            40,
+            0.3,
+            40.0,
+        );
+        let now = local("09:00") + Duration::minutes(3 * 39);
+        // The same forecast on a day that turns out as it says counts the sun.
+        let mut right = Core::new(m.clone(), false);
+        right.set_external_pv(forecast);
+        run(
+            &mut right,
+            local("09:00"),
+            Duration::minutes(3),
+            40,
+            0.85,
+            40.0,
+        );
+        assert!(right.health_reserve_now_wh(now) < 0.8 * m.health_reserve_wh(now));
+        assert_eq!(core.health_reserve_now_wh(now), m.health_reserve_wh(now));
+        assert!(is_on(&out, "clinic_fridge") && is_on(&out, "clinic_lights"));
     }
 }

@@ -1,7 +1,7 @@
 //! From the lowered configuration to the planner's types: which loads sit in which tier, how
 //! each is controlled, which are health loads, and how much battery energy the health tier needs
-//! until sunrise (less, in daylight, the sun expected to refill the battery before dark). Pure:
-//! the time and the forecast are arguments.
+//! until sunrise (less, in daylight, the assembly's share of the sun expected to refill the
+//! battery before dark). Pure: the time and the forecast are arguments.
 
 use chrono::{DateTime, Duration, Utc};
 use communalia_config as cfg;
@@ -14,12 +14,6 @@ use crate::forecast::solar::{self, Array, Place};
 pub struct SiteModel {
     pub config: cfg::Config,
 }
-
-/// Share of the expected sun charge the daylight reserve counts on. Forecasts err (a cloud bank
-/// is not in the clear-sky model), and the loads below the health tier share the surplus with
-/// the battery. A third: with a half, a cloudy week in the what-if replay (a third of clear
-/// sky all day) left the clinic short more often than the whole night did.
-pub const SUN_CHARGE_COUNTED: f64 = 0.3;
 
 /// Share of clear-sky PV a grey day still gives (the replay's cloudy weather): the health
 /// reserve carries the health tier from when the sun at this share no longer covers it in the
@@ -172,22 +166,64 @@ impl SiteModel {
     }
 
     /// The health reserve the battery must hold at `at`, counting on the sun from `sun_from`
-    /// (usually the same instant) to the coming sunset: the night's need
-    /// ([`Self::health_reserve_wh`]) less [`SUN_CHARGE_COUNTED`] of the charge the forecast
-    /// promises (as [`Self::expected_sun_charge_wh`], the share taken before the battery's
-    /// usable capacity caps it), never below the assembly's minimum. On a
-    /// sunny morning the loads below the health tier may then use the sun (and the battery down
-    /// to this floor) while the floor rises to the whole night by sunset; on a grey day, or at
-    /// night, it is the whole night's need.
+    /// (usually the same instant) to the coming sunset: [`Self::reserve_before_floor_wh`],
+    /// never below the assembly's minimum. On a sunny morning the loads below the health tier
+    /// may then use the sun (and the battery down to this floor) while the floor rises to the
+    /// whole night by sunset; on a grey day, or at night, it is the whole night's need.
     pub fn health_reserve_with_sun_wh(
         &self,
         at: DateTime<Utc>,
         sun_from: DateTime<Utc>,
         forecast: &DayForecast<'_>,
     ) -> f64 {
+        self.reserve_before_floor_wh(at, sun_from, forecast)
+            .max(self.config.assembly.health_reserve.min.0)
+    }
+
+    /// The night's need ([`Self::health_reserve_wh`]) less the assembly's
+    /// `forecast_share_percent` of the charge the forecast promises from `sun_from` to sunset
+    /// once the sun has served the tiers down to the one below the health tier
+    /// ([`Self::sun_first_watts`]; otherwise as [`Self::expected_sun_charge_wh`], the share
+    /// taken before the battery's usable capacity caps it): what the battery must hold now for
+    /// the night to be covered if only that share of the surplus comes. (Counting the surplus
+    /// beyond the health tier alone, the lower tiers drew the battery down in the morning to a
+    /// floor that counted on sun the cold room then took, and the cold room was cut at noon so
+    /// the battery could catch up.) Below zero when the counted sun alone covers the night; the
+    /// assembly's `min_wh` floor is not applied.
+    pub fn reserve_before_floor_wh(
+        &self,
+        at: DateTime<Utc>,
+        sun_from: DateTime<Utc>,
+        forecast: &DayForecast<'_>,
+    ) -> f64 {
         let night = self.health_reserve_wh(at);
-        let (sun, cap) = self.sun_charge(sun_from, forecast);
-        (night - (SUN_CHARGE_COUNTED * sun).min(cap)).max(self.config.assembly.health_reserve.min.0)
+        let (sun, cap) = self.sun_charge(sun_from, forecast, self.sun_first_watts());
+        night - (self.forecast_share() * sun).min(cap)
+    }
+
+    /// The assembly's `forecast_share_percent` as a fraction, 0..=1.
+    pub fn forecast_share(&self) -> f64 {
+        (self.config.assembly.health_reserve.forecast_share.0 / 100.0).clamp(0.0, 1.0)
+    }
+
+    /// Power the sun serves before the battery's planned charge may take any, while the
+    /// battery holds the reserve: the controlled loads of the tiers from the top down to the
+    /// one below the health tier, at their nominal power. A charge beyond the reserve is for
+    /// loads of that tier or lower later on, and a watt stored comes back as less than a watt
+    /// (both efficiencies): serving that tier now from the sun is never worse. (A lower tier
+    /// may still yield to a charge that serves a tier above it tonight: the plan decides.)
+    pub fn sun_first_watts(&self) -> f64 {
+        let site = &self.config.site;
+        self.config
+            .assembly
+            .tiers
+            .iter()
+            .take(self.health_tier() + 2)
+            .flat_map(|t| &t.loads)
+            .filter_map(|id| site.load(id))
+            .filter(|l| l.control.is_controlled())
+            .map(|l| l.nominal.0)
+            .sum()
     }
 
     /// Power the health reserve is there for, and that the sun must cover before it can charge
@@ -215,18 +251,24 @@ impl SiteModel {
     /// capacity. Zero at night, without coordinates or without a battery; steps the forecast
     /// does not cover count nothing.
     pub fn expected_sun_charge_wh(&self, now: DateTime<Utc>, forecast: &DayForecast<'_>) -> f64 {
-        let (sun, cap) = self.sun_charge(now, forecast);
+        let (sun, cap) = self.sun_charge(now, forecast, self.protected_watts());
         sun.min(cap)
     }
 
-    /// [`Self::expected_sun_charge_wh`] before the capacity cap, and the cap (the usable
-    /// capacity as the battery gives it back), both in watt-hours.
-    fn sun_charge(&self, now: DateTime<Utc>, forecast: &DayForecast<'_>) -> (f64, f64) {
+    /// [`Self::expected_sun_charge_wh`] with the sun serving `served` watts of controlled loads
+    /// first, before the capacity cap, and the cap (the usable capacity as the battery gives it
+    /// back), both in watt-hours.
+    fn sun_charge(
+        &self,
+        now: DateTime<Utc>,
+        forecast: &DayForecast<'_>,
+        served: f64,
+    ) -> (f64, f64) {
         let (Some(b), Some(sunset)) = (self.config.site.battery.as_ref(), self.coming_sunset(now))
         else {
             return (0.0, 0.0);
         };
-        let protected = self.protected_watts();
+        let protected = served;
         let unswitchable = self.unswitchable_watts();
         let charge_max = b.max_charge.0.max(0.0);
         let step_secs = forecast.step.num_seconds();
