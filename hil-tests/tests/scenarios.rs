@@ -201,6 +201,59 @@ async fn sunny_morning_after_a_night_on_battery_serves_the_cold_room_and_refills
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not met yet (issue 15 item 1): in the loop at 900x the lower tiers run the battery to its floor and the meter reads a cycle behind the plugs, so tier 2 is cut in 1 to 5 of 30 sunny states, sometimes the first"]
+async fn sunny_morning_at_thirty_percent_keeps_tiers_one_and_two_on_from_sunrise() {
+    // 2026-03-02 is a clear day; the night left the battery at 30 %. From the first state in
+    // which the sun alone covers the clinic, the cold storage and the mast, both tiers run
+    // through the morning: the plan's charge takes only the sun beyond them. At 7.5 simulated
+    // minutes a cycle the meter reads loads the plugs switched on a cycle before, the
+    // uncontrolled consumption looks kilowatts higher for that cycle and the lower tiers run
+    // the battery past its floor now and then: 3 to 5 of 30 such cycles cut tier 2 (measured
+    // 2026-12-03; the same tolerance as the 12 % scenario above).
+    let h = Harness::start(Setup::new(local("2026-03-02", "06:30"), 900.0).soc(30.0))
+        .await
+        .unwrap();
+    h.wait_until(local("2026-03-02", "12:00")).await;
+    let states = h.states();
+    trace(&states, &["cold_room", "school_freezer"]);
+    let model = communalia::control::model::SiteModel::new(h.config.clone());
+    let needs = model.sun_first_watts() + model.unswitchable_watts();
+    for s in &states[1..] {
+        for id in communalia_hil_tests::health_loads(&h.config) {
+            assert!(on(s, &id), "{}: health load {id} off", s.time);
+        }
+    }
+    let covered: Vec<_> = states[1..]
+        .iter()
+        .filter(|s| s.pv_watts.is_some_and(|pv| pv >= needs + 200.0))
+        .collect();
+    assert!(
+        covered.len() >= 10,
+        "the sun covered tiers 1-2 in {} states",
+        covered.len()
+    );
+    let first = covered.first().expect("a state the sun covers");
+    assert!(
+        local_hour(first) < 8.5,
+        "the sun first covered tiers 1-2 at {}",
+        first.time
+    );
+    let tier2 = |s: &StateView| on(s, "cold_room") && on(s, "school_freezer");
+    assert!(
+        tier2(first),
+        "{}: tier 2 not on when the sun first covered it",
+        first.time
+    );
+    let served = covered.iter().filter(|s| tier2(s)).count();
+    assert!(
+        served * 4 >= covered.len() * 3,
+        "tier 2 on in {served} of {} states the sun covered it",
+        covered.len()
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudy_evening_keeps_strict_precedence_and_rotates_homes() {
     // 2026-03-04 is a grey day. The battery inverter gives at most 3 kW: after sunset the homes
     // and the school get what the health, cold-storage and water tiers leave, not enough for all.
