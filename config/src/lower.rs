@@ -742,10 +742,40 @@ fn lower_mqtt(doc: &mut Doc<'_>, m: raw::Mqtt, site_id: Option<&str>) -> Option<
     .filter(|_| ok)
 }
 
+/// What makes a load's plug or setpoint one device channel, in words, and the key that names
+/// it: a Tasmota topic and relay (under its FullTopic), a Shelly prefix and switch, a setpoint's
+/// command topic. `None` for a load nobody switches.
+fn plug_identity(control: &Control) -> Option<(String, &'static str)> {
+    match control {
+        Control::Tasmota {
+            topic,
+            full_topic,
+            relay,
+            ..
+        } => Some((
+            format!(
+                "{} relay {relay}",
+                full_topic
+                    .replace("%topic%", topic)
+                    .replace("%prefix%", "")
+                    .trim_matches('/')
+            ),
+            "topic",
+        )),
+        Control::Shelly {
+            device_id,
+            switch_id,
+        } => Some((format!("{device_id} switch:{switch_id}"), "device_id")),
+        Control::Setpoint { command_topic, .. } => Some((command_topic.clone(), "command_topic")),
+        _ => None,
+    }
+}
+
 fn lower_loads(doc: &mut Doc<'_>, has_mqtt: bool) -> (Vec<(Load, KeyPath)>, bool) {
     let list = p().key("loads");
     let n = doc.array_len(&list);
     let mut seen = Seen::new();
+    let mut plugs = Seen::new();
     let mut out = Vec::new();
     let mut ok = true;
     for i in 0..n {
@@ -778,6 +808,10 @@ fn lower_loads(doc: &mut Doc<'_>, has_mqtt: bool) -> (Vec<(Load, KeyPath)>, bool
             }
         };
         load_ok &= owner.is_some();
+        // Two loads on one plug would switch it against each other every cycle.
+        if let Some((key, field)) = control.as_ref().and_then(plug_identity) {
+            load_ok &= plugs.first(doc, &at.key("control").key(field), &key, "plug");
+        }
         load_ok &= positive(doc, &at.key("nominal_watts"), l.nominal_watts, "watts");
         let deadline = match &l.deadline {
             Some(s) => match parse_time_of_day(s) {

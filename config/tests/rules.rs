@@ -697,3 +697,38 @@ fn the_forecast_share_is_a_percentage_and_defaults_to_thirty() {
         );
     }
 }
+
+#[test]
+fn two_loads_on_one_plug_are_refused_with_both_places() {
+    // Issue 20: two loads on one topic passed `check`; under scarcity the shared plug flipped
+    // off and on every cycle while the page said "on, served".
+    let twice = format!(
+        "{SITE}\n[[loads]]\nid = \"freezer\"\nname = \"Freezer\"\nservice = \"clinic\"\nnominal_watts = 80\ncontrol = {{ kind = \"tasmota\", topic = \"fridge\" }}\n"
+    );
+    let assembly = assembly_with(r#"loads = ["fridge"]"#, r#"loads = ["fridge", "freezer"]"#);
+    assert_eq!(
+        errors(&twice, &assembly),
+        vec![
+            "site.toml:40:39: loads[3].control.topic: duplicate plug \"fridge relay 1\" (first defined on line 26)"
+        ]
+    );
+    // Another relay of the same device is another plug; so is another Shelly channel.
+    let relay2 = twice.clone();
+    let last = relay2.rfind("topic = \"fridge\" }").unwrap();
+    let relay2 = format!(
+        "{}topic = \"fridge\", relay = 2 }}{}",
+        &relay2[..last],
+        &relay2[last + "topic = \"fridge\" }".len()..]
+    );
+    assert_eq!(errors(&relay2, &assembly), Vec::<String>::new());
+    let shelly = format!(
+        "{SITE}\n[[loads]]\nid = \"lamp2\"\nname = \"Lamp 2\"\nmember = \"ana\"\nnominal_watts = 20\ncontrol = {{ kind = \"shelly\", device_id = \"lamp\" }}\n"
+    );
+    let assembly = assembly_with(r#"loads = ["lamp"]"#, r#"loads = ["lamp", "lamp2"]"#);
+    assert_eq!(
+        errors(&shelly, &assembly),
+        vec![
+            "site.toml:40:42: loads[3].control.device_id: duplicate plug \"lamp switch:0\" (first defined on line 33)"
+        ]
+    );
+}
