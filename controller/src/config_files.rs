@@ -37,16 +37,53 @@ pub fn resolve(site_path: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// Largest site or assembly file read: a real one is a few kilobytes.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a configuration file: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO, a device
+/// such as /dev/zero or a huge file is refused at once, never read).
+pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // Looked at before opening: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than a configuration file may have ({MAX_CONFIG_BYTES})",
+                meta.len()
+            ),
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    // Read at most one byte more than allowed, in case the file grew since.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "grew past the size a configuration file may have while being read",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Loads and validates a site file and its assembly file.
 pub fn load(site_path: &Path) -> Result<Config, LoadError> {
-    let bytes = std::fs::read(site_path).map_err(|error| LoadError::Io {
+    let bytes = read_limited(site_path).map_err(|error| LoadError::Io {
         path: site_path.to_path_buf(),
         error,
     })?;
     let shown = site_path.display().to_string();
     communalia_config::load(&shown, bytes, |name: &str| {
         let path = resolve(site_path, name);
-        std::fs::read(&path)
+        read_limited(&path)
             .map(|b| (path.display().to_string(), b))
             .map_err(|e| format!("{} ({e})", path.display()))
     })

@@ -73,6 +73,46 @@ fn check_of_a_missing_file_says_which_and_exits_1() {
 }
 
 #[test]
+fn check_refuses_a_device_a_fifo_or_a_huge_file_at_once_without_reading_it() {
+    // Issue 20: /dev/zero as the assembly file grew to 24 GB; a FIFO hung for ever.
+    let (code, _, err) = communalia(&["check", "--config", "/dev/zero"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read /dev/zero: not a regular file"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("site.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, _, err) = communalia(&["check", "--config", &fifo.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // A site file naming a huge assembly file: located, refused, not read.
+    let site = std::fs::read_to_string(example("village"))
+        .unwrap()
+        .replace("assembly = \"assembly.toml\"", "assembly = \"huge.toml\"");
+    std::fs::write(dir.path().join("village.toml"), site).unwrap();
+    let huge = std::fs::File::create(dir.path().join("huge.toml")).unwrap();
+    huge.set_len(64 * 1024 * 1024).unwrap();
+    let (code, _, err) = communalia(&[
+        "check",
+        "--config",
+        &dir.path().join("village.toml").display().to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("huge.toml") && err.contains("more than a configuration file may have"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_of_binary_garbage_exits_1_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("site.toml");

@@ -485,7 +485,8 @@ async fn watch_file(
 ) {
     let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last: Option<(SystemTime, Vec<u8>)> = None;
-    if seen_at_start && let (Some(t), Ok(bytes)) = (modified(&path), std::fs::read(&path)) {
+    let read = |p: &PathBuf| crate::config_files::read_limited(p);
+    if seen_at_start && let (Some(t), Ok(bytes)) = (modified(&path), read(&path)) {
         last = Some((t, bytes));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -495,7 +496,7 @@ async fn watch_file(
         if last.as_ref().is_some_and(|(lt, _)| *lt == t) {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = read(&path) else {
             continue;
         };
         if last.as_ref().is_some_and(|(_, b)| *b == bytes) {
