@@ -5,29 +5,10 @@
 
 mod records_support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use records_support::{free_port, try_get};
-
-fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    match try_get(port, path) {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
-}
-
-/// The first of three consecutive free ports (inverter, battery, meter).
-fn three_free_ports() -> u16 {
-    (0..50)
-        .map(|_| free_port())
-        .find(|&base| {
-            base < u16::MAX - 3
-                && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        })
-        .expect("three consecutive free ports")
-}
+use records_support::{free_port, get_json, three_free_ports, try_get, wait_for_demo_banner};
 
 #[test]
 fn demo_runs_the_village_serves_the_page_and_stops_on_sigterm() {
@@ -44,16 +25,7 @@ fn demo_runs_the_village_serves_the_page_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("Ctrl-C") {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("the demo stopped before it was ready:\n{banner}");
-        }
-        banner.push_str(&line);
-    }
+    let banner = wait_for_demo_banner(&mut child);
     assert!(
         banner.contains(&format!("http://127.0.0.1:{http}/")),
         "{banner}"

@@ -16,7 +16,7 @@ use communalia_drivers::sunspec::sim::{HybridSim, Irradiance, SunSpecSim};
 use communalia_drivers::tasmota::TasmotaTopics;
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use communalia_drivers::testkit::Mosquitto;
-use records_support::{free_port, try_get};
+use records_support::{free_port, get_json};
 
 fn readme() -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/README.md");
@@ -80,10 +80,7 @@ fn keys(v: &serde_json::Value, out: &mut BTreeSet<String>) {
 }
 
 fn state(port: u16) -> Option<serde_json::Value> {
-    match try_get(port, "/api/state") {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
+    get_json(port, "/api/state")
 }
 
 #[test]

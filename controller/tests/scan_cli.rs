@@ -7,28 +7,17 @@
 
 mod records_support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use records_support::{free_port, try_get};
+use records_support::{free_port, get_json, three_free_ports, wait_for_demo_banner};
 
 fn communalia(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_communalia"))
         .args(args)
         .output()
         .unwrap()
-}
-
-/// The first of three consecutive free ports (inverter, battery, meter).
-fn three_free_ports() -> u16 {
-    (0..50)
-        .map(|_| free_port())
-        .find(|&base| {
-            base < u16::MAX - 3
-                && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        })
-        .expect("three consecutive free ports")
 }
 
 /// Kills the child on drop, so a failing assertion leaves no process behind.
@@ -51,24 +40,8 @@ fn start_demo(http: u16, modbus: u16, mqtt: u16) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("Ctrl-C") {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("the demo stopped before it was ready:\n{banner}");
-        }
-        banner.push_str(&line);
-    }
+    wait_for_demo_banner(&mut child);
     Running(child)
-}
-
-fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    match try_get(port, path) {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
 }
 
 fn village_plugs() -> Vec<(String, String)> {

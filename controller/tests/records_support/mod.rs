@@ -1,5 +1,6 @@
-//! Shared by the `records_*` tests: a real victoria-metrics on a free port (killed on drop), a
-//! minimal HTTP GET, and a synthetic village state.
+//! Shared by the controller's integration tests: a real victoria-metrics on a free port (killed
+//! on drop), free ports, a minimal HTTP GET (and its JSON), the demo's banner, and a synthetic
+//! village state.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -18,6 +19,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The first of three consecutive free ports (the demo's inverter, battery, meter).
+pub fn three_free_ports() -> u16 {
+    (0..50)
+        .map(|_| free_port())
+        .find(|&base| {
+            base < u16::MAX - 3
+                && (1..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        })
+        .expect("three consecutive free ports")
+}
+
+/// `GET path` on loopback `port`, as JSON, when it answers 200 with JSON.
+pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    match try_get(port, path) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Reads a started `communalia demo`'s stdout up to its last banner line ("Ctrl-C ..."); kills
+/// it and panics if it stops first. Returns the banner.
+pub fn wait_for_demo_banner(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("the demo's stdout piped"));
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("the demo stopped before it was ready:\n{banner}");
+        }
+        banner.push_str(&line);
+    }
+    banner
 }
 
 /// A victoria-metrics process with its own data folder.
