@@ -360,15 +360,7 @@ impl MqttPlug {
 
     /// A fresh request id, registered as this plug's before the request goes out.
     fn rpc_id(&self) -> u64 {
-        let id = self.bus.next_request_id();
-        self.tx.send_if_modified(|s| {
-            s.pending.push_back(id);
-            if s.pending.len() > MAX_PENDING {
-                s.pending.pop_front();
-            }
-            false
-        });
-        id
+        register_rpc(&self.bus, &self.tx)
     }
 
     /// Asks the device to report its relay state now.
@@ -593,6 +585,20 @@ pub fn refresh_after(options: &PlugOptions) -> Duration {
         .max(Duration::from_millis(100))
 }
 
+/// A fresh request id on `bus`, registered in the plug's status as one of its own before the
+/// request goes out (replies are matched by it; older unanswered ones are given up).
+fn register_rpc(bus: &MqttBus, tx: &watch::Sender<PlugStatus>) -> u64 {
+    let id = bus.next_request_id();
+    tx.send_if_modified(|s| {
+        s.pending.push_back(id);
+        if s.pending.len() > MAX_PENDING {
+            s.pending.pop_front();
+        }
+        false
+    });
+    id
+}
+
 struct Refresher {
     bus: MqttBus,
     kind: PlugKind,
@@ -617,14 +623,7 @@ impl Refresher {
                 r.and(self.bus.publish(&topic, payload).await)
             }
             PlugKind::Shelly(t) => {
-                let id = self.bus.next_request_id();
-                self.tx.send_if_modified(|s| {
-                    s.pending.push_back(id);
-                    if s.pending.len() > MAX_PENDING {
-                        s.pending.pop_front();
-                    }
-                    false
-                });
+                let id = register_rpc(&self.bus, &self.tx);
                 self.bus
                     .publish(&t.rpc(), t.switch_get_status(id, self.bus.client_id()))
                     .await
