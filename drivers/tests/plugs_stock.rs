@@ -307,23 +307,30 @@ async fn a_shelly_reply_for_another_client_is_not_taken_even_with_our_request_id
     plug.query().await.unwrap();
     let reply_topic = ShellyTopics::reply_topic(bus.client_id());
     let other = broker.connected_bus("other", WAIT).await;
-    let reply = |dst: &str| {
-        serde_json::json!({"id": next, "src": "x", "dst": dst, "result": {"id": 0, "output": true}})
+    // The two replies say different things: had the misaddressed one been taken, it would
+    // have used up our request id and the plug would read on, not off.
+    let reply = |dst: &str, output: bool| {
+        serde_json::json!({"id": next, "src": "x", "dst": dst, "result": {"id": 0, "output": output}})
             .to_string()
     };
     other
-        .publish(&reply_topic, reply("someone-else"))
+        .publish(&reply_topic, reply("someone-else", true))
         .await
         .unwrap();
     other
-        .publish(&reply_topic, reply(bus.client_id()))
+        .publish(&reply_topic, reply(bus.client_id(), false))
         .await
         .unwrap();
     wait_until("the reply addressed to us", WAIT, async || {
-        plug.status().on == Some(true)
+        plug.status().reports > 0
     })
     .await;
-    assert_eq!(plug.status().reports, 1, "the misaddressed reply was taken");
+    assert_eq!(
+        plug.status().on,
+        Some(false),
+        "the misaddressed reply was taken"
+    );
+    assert_eq!(plug.status().reports, 1);
 }
 
 #[tokio::test]
