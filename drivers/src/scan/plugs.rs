@@ -400,7 +400,9 @@ impl TasmotaFinding {
 
     /// Whether everything the draft needs has come (or the fallback has been answered).
     pub fn complete(&self) -> bool {
+        // A layout not understood is asked nothing, so nothing more will come: done.
         !self.online
+            || self.layout.is_none()
             || (!self.relays.is_empty() && self.has_sns && self.has_status)
             || (self.fallback_sent && !self.relays.is_empty() && self.has_sns)
     }
