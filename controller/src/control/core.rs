@@ -100,6 +100,27 @@ pub struct Outcome {
     pub starting: bool,
 }
 
+/// A reading that counts (the drivers refuse non-finite numbers; the core checks again).
+fn value_is_finite(v: &DeviceValue) -> bool {
+    match v {
+        DeviceValue::Pv(w) | DeviceValue::Meter(w) | DeviceValue::Grid(w) => w.is_finite(),
+        DeviceValue::Battery(_) => true,
+    }
+}
+
+/// A meter at the grid or generator connection.
+fn is_grid_meter(d: &cfg::Device) -> bool {
+    matches!(
+        d.kind,
+        cfg::DeviceKind::Sunspec {
+            role: cfg::SunspecRole::Meter(cfg::Measures::Grid),
+            ..
+        } | cfg::DeviceKind::Sdm630 {
+            measures: cfg::Measures::Grid
+        }
+    )
+}
+
 /// How often the horizon plan is refreshed, and its shape.
 pub const PLAN_EVERY: Duration = Duration::minutes(5);
 pub const PLAN_STEP_MINUTES: u32 = 15;
@@ -341,6 +362,8 @@ impl Core {
         let mut battery: Option<BatteryState> = None;
         let mut consumption = None;
         let mut grid: Option<f64> = None;
+        // A source not heard this cycle: the sums above are then partial.
+        let (mut unheard_pv, mut unheard_grid) = (false, false);
         let mut devices = Vec::new();
         for d in &site.devices {
             let input = image.devices.iter().find(|i| i.id == d.id);
@@ -359,6 +382,10 @@ impl Core {
                     Some(e) => format!("{} silent: {e}", d.id),
                     None => format!("{} silent", d.id),
                 }),
+            }
+            if !matches!(fresh.map(|(_, v)| v), Some(v) if value_is_finite(v)) {
+                unheard_pv |= d.gives_pv();
+                unheard_grid |= is_grid_meter(d);
             }
             devices.push(DeviceView {
                 id: d.id.clone(),
@@ -410,10 +437,12 @@ impl Core {
         self.last_pv = pv;
         // A grid meter gives the consumption only with every source known: what comes in from
         // the grid, plus the sun, plus the battery's discharge (negative while it charges).
+        // (With several inverters or grid meters, every one of them must have been heard.)
         if consumption.is_none()
+            && !unheard_grid
             && let Some(g) = grid
         {
-            let pv_known = pv.is_some() || !site.devices.iter().any(|d| d.gives_pv());
+            let pv_known = !unheard_pv;
             let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
             let battery_known = battery_w.is_some_and(f64::is_finite)
                 || !site.devices.iter().any(|d| d.is_battery());
