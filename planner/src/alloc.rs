@@ -40,7 +40,7 @@ use serde::Serialize;
 use crate::model::{
     Control, HealthReserve, Load, Priorities, Rotation, RotationEntry, Sharing, Snapshot, Watts,
 };
-use crate::reason::{Facts, Why, kw};
+use crate::reason::{Facts, HeldBack, Why, kw};
 use crate::subset::{self, Item};
 
 /// How far below the most it could take a `fair_share` group may go to favour loads that have
@@ -161,8 +161,8 @@ pub struct Allocation {
 struct Pools {
     free: Watts,
     reserved: Watts,
-    /// Stored energy kept for health, when it holds the battery back from non-health loads.
-    reserve_active_wh: Option<f64>,
+    /// Why the battery gives nothing to the loads below the health tier, when it does not.
+    held_back: Option<HeldBack>,
 }
 
 fn clean(value: f64, what: &str, id: Option<&str>, diags: &mut Vec<Diagnostic>) -> f64 {
@@ -187,7 +187,7 @@ fn pools(p: &Priorities, s: &Snapshot, diags: &mut Vec<Diagnostic>) -> Pools {
         return Pools {
             free: net.max(0.0),
             reserved: 0.0,
-            reserve_active_wh: None,
+            held_back: None,
         };
     };
     let usable = b.usable_wh();
@@ -216,11 +216,23 @@ fn pools(p: &Priorities, s: &Snapshot, diags: &mut Vec<Diagnostic>) -> Pools {
         }
     };
     let stored_reserve = delivered_reserve / eff;
-    if usable > stored_reserve {
+    if usable > stored_reserve && charge > 0.0 {
+        // The plan charges the battery now: the loads may take the sun it would store, but
+        // the battery gives them nothing beyond it (only the health tier may draw on it).
+        // (Drawn down by the lower tiers while the plan charged, the battery fell under its
+        // rising daytime reserve, and the next cycles cut the tier below the health tier in
+        // full sun to catch up.)
+        let lent = discharge.min(charge);
+        Pools {
+            free: (net + lent).max(0.0),
+            reserved: (discharge - lent + (net + lent).min(0.0)).max(0.0),
+            held_back: (discharge > lent).then_some(HeldBack::Charging(charge)),
+        }
+    } else if usable > stored_reserve {
         Pools {
             free: (net + discharge).max(0.0),
             reserved: 0.0,
-            reserve_active_wh: None,
+            held_back: None,
         }
     } else {
         let reserved = (discharge + net.min(0.0)).max(0.0);
@@ -238,7 +250,8 @@ fn pools(p: &Priorities, s: &Snapshot, diags: &mut Vec<Diagnostic>) -> Pools {
         Pools {
             free: net.max(0.0),
             reserved,
-            reserve_active_wh: (stored_reserve > 0.0 && discharge > 0.0).then_some(usable),
+            held_back: (stored_reserve > 0.0 && discharge > 0.0)
+                .then_some(HeldBack::Reserve(usable)),
         }
     }
 }
@@ -783,11 +796,7 @@ pub fn allocate_with(
                 got_above: got0,
                 asked_above: asked0,
                 left,
-                reserve_wh: if load.health {
-                    None
-                } else {
-                    pools.reserve_active_wh
-                },
+                held_back: if load.health { None } else { pools.held_back },
             };
             taken_before += w;
             if tier.sharing == Sharing::FairShare && ask.hi > 0.0 {

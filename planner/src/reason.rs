@@ -116,8 +116,18 @@ pub(crate) struct Facts {
     pub asked_above: Watts,
     /// Pool left when this load's tier started.
     pub left: Watts,
-    /// Stored energy kept for health when the reserve stopped the battery helping this load.
-    pub reserve_wh: Option<f64>,
+    /// Why the battery did not help this load, when it did not.
+    pub held_back: Option<HeldBack>,
+}
+
+/// Why the battery gives the loads below the health tier nothing in this cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum HeldBack {
+    /// It holds this much above its minimum, all of it kept for the health tier (Wh).
+    Reserve(f64),
+    /// The plan charges it now with this much of the sun (W): the loads may have that sun,
+    /// but the battery does not discharge for them.
+    Charging(f64),
 }
 
 impl Why {
@@ -229,13 +239,19 @@ impl Why {
                 duration(*min_secs)
             ),
         };
-        if let Some(reserve) = f.reserve_wh
+        if let Some(held) = f.held_back
             && !matches!(self, Why::Served | Why::Idle | Why::Deferred)
         {
-            s.push_str(&format!(
-                "; the battery keeps its last {} for the health tier",
-                kwh(reserve)
-            ));
+            s.push_str(&match held {
+                HeldBack::Reserve(reserve) => format!(
+                    "; the battery keeps its last {} for the health tier",
+                    kwh(reserve)
+                ),
+                HeldBack::Charging(watts) => format!(
+                    "; the plan charges the battery now ({} of the sun), so it gives nothing below the health tier beyond that sun",
+                    kw(watts)
+                ),
+            });
         }
         s
     }
@@ -268,7 +284,7 @@ mod tests {
             got_above: 1900.0,
             asked_above: 1900.0,
             left: 200.0,
-            reserve_wh: None,
+            held_back: None,
         };
         assert_eq!(
             Why::TooBig.render(&facts),

@@ -251,6 +251,59 @@ fn health_reserve_keeps_the_battery_for_the_clinic() {
 }
 
 #[test]
+fn while_the_plan_charges_the_battery_discharges_for_the_health_tier_only() {
+    // Issue 15: above the reserve, the lower tiers took the battery's whole discharge while the
+    // plan charged it; the battery fell under its rising daytime reserve and the tier below the
+    // health tier was cut in full sun to catch up.
+    let p = Priorities {
+        tiers: vec![
+            tier(
+                "health",
+                Sharing::FairShare,
+                vec![Load::on_off("clinic", 200.0).health()],
+            ),
+            tier(
+                "homes",
+                Sharing::FairShare,
+                vec![Load::on_off("home", 1500.0)],
+            ),
+        ],
+        ..Priorities::default()
+    };
+    // 1 kW of sun, the plan charging 0.5 kW of it, 6 kWh above the minimum, 1 kWh reserve.
+    let snap = Snapshot {
+        pv_watts: 1000.0,
+        planned_charge_watts: 500.0,
+        battery: Some(battery(0.7)),
+        health_reserve: HealthReserve::EnergyWh(1000.0),
+        ..Snapshot::default()
+    };
+    let a = allocate(&p, &snap, &Rotation::default());
+    assert!(a.loads[0].on);
+    // The homes may take the sun the charge would have had (1 kW: the clinic draws on the
+    // battery), not the battery: their 1.5 kW does not fit.
+    assert!(!a.loads[1].on);
+    assert_eq!(
+        a.loads[1].reason,
+        "home off: tier 2; 1.2 kW available went to tier 1, which asked 0.2 kW; the 1.0 kW left \
+         is less than its 1.5 kW; the plan charges the battery now (0.5 kW of the sun), so it \
+         gives nothing below the health tier beyond that sun"
+    );
+    // The health tier still may draw on the battery: a 3 kW clinic runs on 1 kW of sun.
+    let mut big = p.clone();
+    big.tiers[0].loads[0].demand_watts = 3000.0;
+    let a = allocate(&big, &snap, &Rotation::default());
+    assert!(a.loads[0].on, "{}", a.loads[0].reason);
+    // With no charge planned the battery serves the homes as before.
+    let snap = Snapshot {
+        planned_charge_watts: 0.0,
+        ..snap
+    };
+    let a = allocate(&p, &snap, &Rotation::default());
+    assert!(a.loads.iter().all(|l| l.on));
+}
+
+#[test]
 fn a_flexible_load_waits_when_the_plan_says_later() {
     let mut pump = Load::on_off("pump", 1500.0);
     pump.flexible = true;
