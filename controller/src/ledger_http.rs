@@ -1,7 +1,9 @@
 //! HTTP endpoints of the Communs ledger under `/api/ledger/`: reads are open (local network),
 //! writes are signed entries, checked completely before they are stored.
 //!
-//! - `GET  /api/ledger/balances[?as_of=YYYY-MM-DD]`: every account and the pool.
+//! - `GET  /api/ledger/balances[?as_of=YYYY-MM-DD]`: every account and the pool, the meter
+//!   credits still in their contest window (`pending_credits`, with the day each posts) and the
+//!   claims waiting for attestations (`open_claims`).
 //! - `GET  /api/ledger/history[?member=N][&limit=N]`: the log, newest last.
 //! - `GET  /api/ledger/members`: members, roles, public keys, sequence numbers.
 //! - `GET  /api/ledger/verify[?full=true]`: status (full: re-verify from genesis).
@@ -106,8 +108,36 @@ async fn balances<S: Store + Send + 'static>(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("as_of: {e}")),
     };
     with_ledger(api, move |l| {
+    // What is earned but not yet posted: meter credits in their contest window, claims
+    // waiting for attestations (as the books stand on `as_of`).
+    let books = l.books_as_of(as_of).ok().flatten();
+    let name = |m: MemberId| l.state().member(m).map_or_else(String::new, |x| x.name.clone());
+    let pending: Vec<_> = books.iter().flat_map(|b| &b.pending_credits).map(|c| json!({
+        "member": c.member.0,
+        "name": name(c.member),
+        "amount": communalia_ledger::Millis(c.amount).to_string(),
+        "amount_millis": c.amount,
+        "matures": c.matures.to_string(),
+        "credit": c.id.to_hex(),
+    })).collect();
+    let claims: Vec<_> = books.iter().flat_map(|b| &b.open_claims).map(|(id, c)| json!({
+        "claim": id.to_hex(),
+        "claimant": c.claimant.0,
+        "beneficiary": c.beneficiary.0,
+        "name": name(c.beneficiary),
+        "description": l.log().iter().find(|e| e.id == *id).and_then(|e| match &e.entry.unsigned.body {
+            Body::Claim { description, .. } => Some(description.clone()),
+            _ => None,
+        }),
+        "amount": communalia_ledger::Millis(c.amount).to_string(),
+        "attestations": c.attesters.len(),
+        "needed": c.needed,
+        "expires": c.expires.to_string(),
+    })).collect();
     match l.balances(Some(as_of)) {
         Ok(Some(b)) => axum::Json(json!({
+            "pending_credits": pending,
+            "open_claims": claims,
             "as_of": b.as_of.to_string(),
             "pool": b.pool.to_string(),
             "pool_millis": b.pool.0,
@@ -156,8 +186,13 @@ fn body_json(b: &Body) -> serde_json::Value {
         }
         Body::Attest { claim } => json!({ "claim": claim.to_hex() }),
         Body::Contest { target, reason } => json!({ "target": target.to_hex(), "reason": reason }),
-        Body::MeterCredit { member, kind, wh } => {
-            json!({ "member": member.0, "kind": kind.name(), "wh": wh })
+        Body::MeterCredit {
+            member,
+            kind,
+            wh,
+            source,
+        } => {
+            json!({ "member": member.0, "kind": kind.name(), "wh": wh, "source": source })
         }
         Body::Transfer { to, amount, memo } => {
             json!({ "to": to.0, "amount": amount.to_string(), "memo": memo })
@@ -388,6 +423,7 @@ fn entry_from_json(v: &serde_json::Value) -> Result<communalia_ledger::Entry, St
                 other => return Err(format!("body.kind: {other:?} is not shifted or given")),
             },
             wh: u64_field(b, p, "wh")?,
+            source: str_field(b, p, "source").unwrap_or_default(),
         },
         "transfer" => Body::Transfer {
             to: MemberId(u32_field(b, p, "to")?),

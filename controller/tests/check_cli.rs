@@ -30,7 +30,7 @@ fn check_passes_on_both_examples_with_a_one_line_summary() {
     let (code, out, err) = communalia(&["check", "--config", &example("village")]);
     assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(out.lines().count(), 1);
-    assert!(out.starts_with("ok: site \"kalinzu\" (Kalinzu village microgrid): 3 devices, 16 loads (15 controlled, 1 measured only), 6 tiers; decision of 2026-10-03"), "{out}");
+    assert!(out.starts_with("ok: site \"kalinzu\" (Kalinzu village microgrid): 3 devices, 19 loads (18 controlled, 1 measured only), 6 tiers; decision of 2026-10-03"), "{out}");
     let (code, out, _) = communalia(&["check", "--config", &example("minimal")]);
     assert_eq!(code, 0);
     assert!(out.contains("1 device, 1 load"), "{out}");
@@ -45,7 +45,11 @@ fn check_prints_every_located_error_and_exits_1() {
     let site = site
         .replacen("nominal_watts = 1200", "nominal_watts = -1200", 1)
         .replacen("interval_secs = 2", "interval_sec = 2", 1);
-    let assembly = assembly.replacen("\"home_faraji\"]", "\"home_farji\"]", 1);
+    let assembly = assembly.replacen(
+        "\"home_faraji\", \"washer_amani\"",
+        "\"home_farji\", \"washer_amani\"",
+        1,
+    );
     std::fs::write(dir.path().join("site.toml"), site).unwrap();
     std::fs::write(dir.path().join("assembly.toml"), assembly).unwrap();
     let path = dir.path().join("site.toml").display().to_string();
@@ -54,7 +58,7 @@ fn check_prints_every_located_error_and_exits_1() {
     assert!(out.is_empty());
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 5, "{err}");
-    assert!(lines[0].ends_with("assembly.toml:33:95: tiers[4].loads[7]: unknown load \"home_farji\"; did you mean \"home_faraji\"?"), "{err}");
+    assert!(lines[0].ends_with("assembly.toml:35:95: tiers[4].loads[7]: unknown load \"home_farji\"; did you mean \"home_faraji\"?"), "{err}");
     assert!(lines[1].ends_with("site.toml:9:1: site.interval_sec: unknown key `interval_sec`; did you mean `interval_secs`?"), "{err}");
     assert!(lines[2].ends_with("site.toml:102:17: loads[3].nominal_watts: must be a positive number of watts, not -1200"), "{err}");
     assert!(

@@ -44,7 +44,7 @@ fn plan_json_has_the_documented_fields_and_respects_the_available_power() {
         let loads = v["loads"].as_array().unwrap();
         assert_eq!(
             loads.len(),
-            15,
+            18,
             "every controlled load, measured-only ones left out"
         );
         let mut total = 0.0;

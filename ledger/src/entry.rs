@@ -209,6 +209,9 @@ pub enum Body {
         member: MemberId,
         kind: MeterKind,
         wh: u64,
+        /// What earned it, in words (the load and the hours, e.g. "washer_amani 09:00-10:00");
+        /// empty in entries made before the controller said so. Kept short: never a curve.
+        source: String,
     },
     /// The author gives Communs to another member.
     Transfer {
@@ -315,11 +318,21 @@ impl Body {
                 w.fixed(&target.0);
                 w.str(reason);
             }
-            Body::MeterCredit { member, kind, wh } => {
-                w.u8(7);
+            // Kind 7 is a credit without a source (the encoding of the first logs, unchanged, so
+            // their signatures still verify); kind 13 the same followed by its source.
+            Body::MeterCredit {
+                member,
+                kind,
+                wh,
+                source,
+            } => {
+                w.u8(if source.is_empty() { 7 } else { 13 });
                 w.u32(member.0);
                 w.u8(kind.code());
                 w.u64(*wh);
+                if !source.is_empty() {
+                    w.str(source);
+                }
             }
             Body::Transfer { to, amount, memo } => {
                 w.u8(8);
@@ -394,7 +407,7 @@ impl Body {
                 target: Hash(r.array("contested entry id")?),
                 reason: r.string("reason")?,
             },
-            7 => Body::MeterCredit {
+            7 | 13 => Body::MeterCredit {
                 member: MemberId(r.u32("member")?),
                 kind: {
                     let c = r.u8("meter kind")?;
@@ -402,6 +415,16 @@ impl Body {
                         .ok_or_else(|| r.err(format!("unknown meter kind code {c}")))?
                 },
                 wh: r.u64("watt-hours")?,
+                source: if kind == 13 {
+                    let s = r.string("source")?;
+                    if s.is_empty() {
+                        // An empty source is written as kind 7: one meaning, one encoding.
+                        return Err(r.err("a meter credit of kind 13 has an empty source"));
+                    }
+                    s
+                } else {
+                    String::new()
+                },
             },
             8 => Body::Transfer {
                 to: MemberId(r.u32("recipient")?),

@@ -508,7 +508,27 @@ impl<S: Store> Ledger<S> {
         wh: u64,
         date: Day,
     ) -> Result<Receipt, LedgerError> {
-        self.sign_and_append(controller, date, Body::MeterCredit { member, kind, wh })
+        self.credit_meter_for(controller, member, kind, wh, date, "")
+    }
+
+    /// As [`Self::credit_meter`], saying what earned it (`source`: the load and the hours,
+    /// short words, no readings); it is signed with the rest and shown by the history.
+    pub fn credit_meter_for(
+        &mut self,
+        controller: &SigningKey,
+        member: MemberId,
+        kind: MeterKind,
+        wh: u64,
+        date: Day,
+        source: &str,
+    ) -> Result<Receipt, LedgerError> {
+        let body = Body::MeterCredit {
+            member,
+            kind,
+            wh,
+            source: source.to_owned(),
+        };
+        self.sign_and_append(controller, date, body)
     }
 
     /// What `member` may still receive in meter credits on `date`.

@@ -738,10 +738,8 @@ fn check_sizes(body: &Body) -> Result<(), Reject> {
         Body::PoolGrant { decision, .. }
         | Body::PoolExpiry { decision, .. }
         | Body::ParamChange { decision, .. } => check_name("decision", decision),
-        Body::RotateKey { .. }
-        | Body::Attest { .. }
-        | Body::MeterCredit { .. }
-        | Body::DemurrageEpoch => Ok(()),
+        Body::RotateKey { .. } | Body::Attest { .. } | Body::DemurrageEpoch => Ok(()),
+        Body::MeterCredit { source, .. } => check_text("source", source),
     }
 }
 
@@ -970,7 +968,9 @@ fn plan_body(
                 return Err(closed_or_unknown(closed, *target));
             }
         }
-        Body::MeterCredit { member, kind, wh } => {
+        Body::MeterCredit {
+            member, kind, wh, ..
+        } => {
             holder(members, *member)?;
             let rate = match kind {
                 MeterKind::Shifted => p.per_kwh_shifted.0,

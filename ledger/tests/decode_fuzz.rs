@@ -80,3 +80,45 @@ proptest! {
         prop_assert_eq!(Millis::parse(&Millis(m).to_string()).unwrap(), Millis(m));
     }
 }
+
+#[test]
+fn a_meter_credit_keeps_its_first_encoding_without_a_source_and_names_its_source_otherwise() {
+    use communalia_ledger::{Body, MemberId, MeterKind, Unsigned};
+    let credit = |source: &str| Entry {
+        unsigned: Unsigned {
+            author: MemberId(1),
+            seq: 1,
+            prev: Hash::ZERO,
+            date: Day::parse("2026-05-01").unwrap(),
+            body: Body::MeterCredit {
+                member: MemberId(2),
+                kind: MeterKind::Shifted,
+                wh: 1020,
+                source: source.into(),
+            },
+        },
+        signature: [0; 64],
+        cosigners: Vec::new(),
+    };
+    let plain = credit("").encode();
+    let named = credit("washer_amani 09:00-10:00").encode();
+    // The source follows the same fields, behind its own kind.
+    assert_eq!(
+        named.len(),
+        plain.len() + 4 + "washer_amani 09:00-10:00".len()
+    );
+    assert_eq!(Entry::decode(&plain).unwrap(), credit(""));
+    assert_eq!(
+        Entry::decode(&named).unwrap(),
+        credit("washer_amani 09:00-10:00")
+    );
+    // An empty source behind kind 13 is not canonical: refused.
+    // The body (kind, member, meter kind, watt-hours: 14 bytes) ends before the signature and
+    // the co-signer count.
+    let kind_at = plain.len() - 64 - 4 - 14;
+    assert_eq!(plain[kind_at], 7);
+    let mut odd = plain.clone();
+    odd[kind_at] = 13;
+    odd.splice(odd.len() - 64 - 4..odd.len() - 64 - 4, [0u8; 4]);
+    assert!(Entry::decode(&odd).is_err());
+}

@@ -564,6 +564,7 @@ fn run(steps: Vec<(Op, u32)>, counts: &RefCell<Counts>) -> Result<(), TestCaseEr
                         member: member(*i),
                         kind,
                         wh: *wh,
+                        source: String::new(),
                     },
                 );
                 if ok {

@@ -304,6 +304,7 @@ fn the_controller_can_neither_transfer_nor_attest_nor_claim() {
             member: Village::member(0),
             kind: MeterKind::Given,
             wh: 1000,
+            source: String::new(),
         },
     );
     assert!(matches!(

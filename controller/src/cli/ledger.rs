@@ -992,12 +992,21 @@ fn describe<S: Store>(l: &Ledger<S>, e: &communalia_ledger::LogEntry) -> String 
         ),
         Body::Attest { claim } => format!("attest {claim}"),
         Body::Contest { target, reason } => format!("contest {target}: {reason}"),
-        Body::MeterCredit { member, kind, wh } => {
-            format!(
+        Body::MeterCredit {
+            member,
+            kind,
+            wh,
+            source,
+        } => {
+            let mut t = format!(
                 "meter credit {wh} Wh {} for {}",
                 kind.name(),
                 name_of(l, *member)
-            )
+            );
+            if !source.is_empty() {
+                t.push_str(&format!(" ({source})"));
+            }
+            t
         }
         Body::Transfer { to, amount, memo } => {
             format!("transfer {amount} C to {} {memo}", name_of(l, *to))

@@ -180,24 +180,31 @@ pub fn open_ledger(
     }
 }
 
-/// The ledger's `/api/ledger/` routes.
+/// The ledger's `/api/ledger/` routes. "Today" is the site's local day by `clock`, the day
+/// the controller dates its meter credits by (a UTC date would hide, for the hours the two
+/// differ, the credits of the local day that has begun).
 pub fn ledger_routes(
     ledger: Option<
         Arc<std::sync::Mutex<communalia_ledger::Ledger<communalia_ledger::SqliteStore>>>,
     >,
+    clock: crate::control::io::Clock,
+    utc_offset_minutes: i32,
 ) -> axum::Router {
     let Some(ledger) = ledger else {
         return axum::Router::new();
     };
     crate::ledger_http::router(crate::ledger_http::LedgerApi {
         ledger,
-        today: Arc::new(|| {
-            use chrono::Datelike;
-            let d = chrono::Utc::now().date_naive();
-            // Days since 1970-01-01, which is what a `Day` counts.
-            communalia_ledger::Day::from_ymd(d.year(), d.month(), d.day()).unwrap_or(
-                communalia_ledger::Day((chrono::Utc::now().timestamp() / 86_400) as i32),
-            )
-        }),
+        today: Arc::new(move || local_day(clock.now(), utc_offset_minutes)),
     })
+}
+
+/// The site's local day at `t`, as the ledger counts days.
+pub fn local_day(
+    t: chrono::DateTime<chrono::Utc>,
+    utc_offset_minutes: i32,
+) -> communalia_ledger::Day {
+    let local = t + chrono::Duration::minutes(i64::from(utc_offset_minutes));
+    // Days since 1970-01-01, which is what a `Day` counts.
+    communalia_ledger::Day(local.timestamp().div_euclid(86_400) as i32)
 }

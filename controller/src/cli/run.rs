@@ -102,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let running =
             runtime::start(SiteModel::new(config), opts, super::shutdown_signal()).await?;
-        let routes = super::ledger_routes(ledger);
+        let routes = super::ledger_routes(ledger, Clock::real(), site.utc_offset_minutes);
         let addr = super::serve_http(&site, running.published.clone(), &base_dir, routes).await?;
         tracing::info!(site = %site.id, dry_run = args.dry_run, http = %addr, "controller running");
         running.task.await??;

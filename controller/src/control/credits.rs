@@ -1,5 +1,5 @@
-//! Meter credits: energy a member's flexible load drew while the site had energy to spare is
-//! load shifted into surplus hours, which the community recognises in Communs. The cycle reports
+//! Meter credits: energy a member's flexible load drew while the site had energy to spare (see
+//! `sun_to_spare`) is load shifted into surplus hours, which the community recognises in Communs. The cycle reports
 //! each state (a few additions); once an hour (site time) the sums are posted to the ledger,
 //! signed with the controller's key, within the per-member daily cap the ledger enforces. The
 //! posting runs on a blocking thread, off the control loop: it fsyncs SQLite and waits for the
@@ -18,12 +18,38 @@ use crate::state::StateView;
 /// Posts a member's shifted energy at least this often (site time).
 const FLUSH_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
+/// Whether the site has energy to spare in this state, so what a member's flexible load draws
+/// now is use shifted into surplus hours: nothing is cut for lack of power, and either there is
+/// energy to spare ([`super::status::energy_to_spare`]: the battery not giving, most of what is
+/// available unused) or the battery is charging (the sun covers the whole village and more,
+/// though most of the available power is allocated). Never while the battery gives power or a
+/// load is cut.
+fn sun_to_spare(state: &StateView) -> bool {
+    let charging = state
+        .battery
+        .as_ref()
+        .and_then(|b| b.watts)
+        .is_some_and(|w| w < -50.0);
+    state.grid_state != crate::state::GridState::Scarcity
+        && (super::status::energy_to_spare(state) || charging)
+}
+
+/// One load's energy in surplus since the last posting, and when it ran (site time).
+#[derive(Debug, Clone, Copy, Default)]
+struct Shift {
+    wh: f64,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
 pub struct Credits<S: Store> {
     ledger: Arc<Mutex<Ledger<S>>>,
     key: SigningKey,
     /// Flexible loads owned by a member: load id → member name in the ledger.
     owners: BTreeMap<String, String>,
-    pending_wh: BTreeMap<String, f64>,
+    /// Watt-hours drawn in surplus not yet posted, by load, with the site-time minutes of the
+    /// day when the posting period's surplus draw began and last ran.
+    pending_wh: BTreeMap<String, Shift>,
     last: Option<DateTime<Utc>>,
     flushed: Option<DateTime<Utc>>,
     /// How often (site time) the sums are posted; [`FLUSH_EVERY`] unless a test asks otherwise.
@@ -78,24 +104,43 @@ impl<S: Store + Send + 'static> Credits<S> {
         self.last = Some(at);
         // Energy to spare now, not the banner's "Plenty" (which also asks that every waiting
         // load be planned today): a member's load that runs in the sun has shifted its use.
-        if super::status::energy_to_spare(state) && dt_h > 0.0 && dt_h < 0.25 {
+        if sun_to_spare(state) && dt_h > 0.0 && dt_h < 0.25 {
             for l in state.loads.iter().filter(|l| l.on) {
-                if let Some(member) = self.owners.get(&l.id) {
+                if self.owners.contains_key(&l.id) {
                     let watts = l.measured_watts.unwrap_or(l.allocated_watts).max(0.0);
-                    *self.pending_wh.entry(member.clone()).or_default() += watts * dt_h;
+                    if watts > 0.0 {
+                        let s = self.pending_wh.entry(l.id.clone()).or_default();
+                        s.wh += watts * dt_h;
+                        s.from.get_or_insert(
+                            at - chrono::Duration::milliseconds((dt_h * 3_600_000.0) as i64),
+                        );
+                        s.to = Some(at);
+                    }
                 }
             }
         }
         let due = self.flushed.is_none_or(|f| at - f >= self.every || at < f);
         if due && !self.pending_wh.is_empty() {
             self.flushed = Some(at);
-            // Whole watt-hours are posted; the fractions wait for the next posting.
-            let mut whole = BTreeMap::new();
-            for (member, wh) in self.pending_wh.iter_mut() {
-                let w = wh.floor();
+            // Whole watt-hours are posted, one entry per load saying which load and hours
+            // earned it; the fractions wait for the next posting.
+            let mut whole = Vec::new();
+            for (load, shift) in self.pending_wh.iter_mut() {
+                let w = shift.wh.floor();
+                let Some(member) = self.owners.get(load) else {
+                    continue;
+                };
                 if w >= 1.0 {
-                    whole.insert(member.clone(), w);
-                    *wh -= w;
+                    let local = |t: Option<DateTime<Utc>>| {
+                        t.map_or_else(String::new, |t| {
+                            (t + self.offset).format("%H:%M").to_string()
+                        })
+                    };
+                    let source = format!("{load} {}-{}", local(shift.from), local(shift.to));
+                    whole.push((member.clone(), w, source));
+                    shift.wh -= w;
+                    shift.from = None;
+                    shift.to = None;
                 }
             }
             if whole.is_empty() {
@@ -123,7 +168,8 @@ impl<S: Store + Send + 'static> Credits<S> {
 struct Flush<S: Store> {
     ledger: Arc<Mutex<Ledger<S>>>,
     key: SigningKey,
-    pending: BTreeMap<String, f64>,
+    /// Member, whole watt-hours, and what earned them.
+    pending: Vec<(String, f64, String)>,
     issued: Arc<AtomicU64>,
     offset: chrono::Duration,
 }
@@ -136,7 +182,7 @@ impl<S: Store> Flush<S> {
         };
         let pending = self.pending;
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-        for (member, wh) in pending {
+        for (member, wh, source) in pending {
             let wh = wh.floor() as u64;
             if wh == 0 {
                 continue;
@@ -156,21 +202,27 @@ impl<S: Store> Flush<S> {
                 continue;
             };
             let before = ledger.meter_headroom(id, day).0;
-            match ledger.credit_meter(&self.key, id, MeterKind::Shifted, wh, day) {
+            match ledger.credit_meter_for(&self.key, id, MeterKind::Shifted, wh, day, &source) {
                 Ok(_) => {
                     let credited = (before - ledger.meter_headroom(id, day).0).max(0);
                     self.issued.fetch_add(credited as u64, Ordering::Relaxed);
                     tracing::info!(
                         member,
                         wh,
+                        source,
                         millis = credited,
                         "meter credit for shifted load"
                     );
                 }
                 Err(LedgerError::Rejected(Reject::MeterCapExceeded { .. })) => {
-                    tracing::info!(member, wh, "daily meter-credit cap reached; not credited");
+                    tracing::info!(
+                        member,
+                        wh,
+                        source,
+                        "daily meter-credit cap reached; not credited"
+                    );
                 }
-                Err(e) => tracing::warn!(member, wh, error = %e, "meter credit refused"),
+                Err(e) => tracing::warn!(member, wh, source, error = %e, "meter credit refused"),
             }
         }
     }
@@ -218,6 +270,32 @@ mod tests {
     }
 
     #[test]
+    fn energy_is_spare_in_surplus_or_while_the_battery_charges_and_nothing_is_cut() {
+        let with_battery = |grid, watts| {
+            let mut s = state(grid, true);
+            s.battery = Some(crate::state::BatteryView {
+                soc_percent: Some(60.0),
+                watts,
+            });
+            s
+        };
+        assert!(sun_to_spare(&state(GridState::Surplus, true)));
+        assert!(sun_to_spare(&with_battery(GridState::Tight, Some(-1200.0))));
+        assert!(!sun_to_spare(&with_battery(GridState::Tight, Some(300.0))));
+        // Tight for lack of margin (0.6 of 0.7 kW in use) and no battery known to charge.
+        let mut tight = with_battery(GridState::Tight, None);
+        tight.available_watts = 700.0;
+        assert!(!sun_to_spare(&tight));
+        // Tight only because a waiting load is not planned today, with the sun to spare: the
+        // e-bike drawing now is use in surplus.
+        assert!(sun_to_spare(&with_battery(GridState::Tight, None)));
+        assert!(!sun_to_spare(&with_battery(
+            GridState::Scarcity,
+            Some(-1200.0)
+        )));
+    }
+
+    #[test]
     fn credits_are_dated_by_the_sites_local_day_and_fractions_are_kept() {
         let day = Day::from_ymd(2026, 3, 2).unwrap();
         let (ledger, village) =
@@ -262,7 +340,7 @@ mod tests {
         );
         drop(l);
         // 600 W for 60 minutes is 600 Wh posted; the 10 minutes since wait, not lost.
-        let left: f64 = credits.pending_wh.values().sum();
+        let left: f64 = credits.pending_wh.values().map(|s| s.wh).sum();
         assert!((left - 100.0).abs() < 1e-6, "{left} Wh waiting");
     }
 
@@ -305,6 +383,20 @@ mod tests {
             "600 W for an hour of surplus is credited"
         );
         assert_eq!(cap.0 - headroom.0, credits.issued_millis() as i64);
+        // The entry says which load earned it and in which hours (site time, UTC+3).
+        let sources: Vec<String> = ledger
+            .lock()
+            .unwrap()
+            .log()
+            .iter()
+            .filter_map(|e| match &e.entry.unsigned.body {
+                communalia_ledger::Body::MeterCredit { wh, source, .. } => {
+                    Some(format!("{wh} Wh {source}"))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sources, ["600 Wh ebike_amani 12:00-13:00"]);
         // Nothing for the scarce hour, and nothing for a member who owns no flexible load.
         let issued = credits.issued_millis();
         credits.observe(

@@ -4,7 +4,7 @@
 // through textContent.
 "use strict";
 (function () {
-  var STALE_AFTER_S = 30, POLL_MS = 5000, PLAN_MS = 60000, ASSEMBLY_MS = 300000, COMMUNS_MS = 60000;
+  var STALE_AFTER_S = 30, POLL_MS = 5000, PLAN_MS = 60000, ASSEMBLY_MS = 300000, COMMUNS_MS = 15000;
   var SVG = "http://www.w3.org/2000/svg";
   var STATUS = {
     surplus: ["Plenty", "\u2600", "There is enough energy for everything that asks, and some to spare. A good time for laundry, pumping and charging."],
@@ -343,12 +343,27 @@
       ". Communs are earned by shifting use into sunny hours and by work others attest; they lose a little value when held, and cannot be bought or sold.");
     var ul = $("communs-accounts");
     ul.textContent = "";
+    var pending = b.pending_credits || [];
     accounts.forEach(function (a) {
-      var li = el("li", null, null, [el("span", "who", title(a.name)), el("span", "balance", communs(a.balance))]);
+      var parts = [el("span", "who", title(a.name)), el("span", "balance", communs(a.balance))];
+      // Meter credits earned but still open to contest: they post on the day shown.
+      var mine = pending.filter(function (p) { return p.member === a.member; });
+      if (mine.length) {
+        var sum = mine.reduce(function (t, p) { return t + p.amount_millis; }, 0);
+        var last = mine.reduce(function (d, p) { return p.matures > d ? p.matures : d; }, "");
+        parts.push(el("span", "pending", "+" + communs((sum / 1000).toFixed(3)) + " earned, posts on " + last + " unless contested"));
+      }
+      var li = el("li", null, null, parts);
       li.setAttribute("data-member", a.name);
       ul.appendChild(li);
     });
     if (!accounts.length) ul.appendChild(el("li", null, "No members yet."));
+    var claims = $("communs-claims");
+    claims.textContent = "";
+    (b.open_claims || []).forEach(function (c) {
+      claims.appendChild(el("li", null, title(c.name) + ": " + (c.description || "work") + " (" + communs(c.amount) +
+        ") waits for attestations, " + c.attestations + " of " + c.needed + ", until " + c.expires));
+    });
     $("communs").hidden = false;
   }
   function loadCommuns() {
