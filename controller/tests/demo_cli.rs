@@ -5,27 +5,29 @@
 
 mod records_support;
 
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use records_support::{free_port, get_json, three_free_ports, try_get, wait_for_demo_banner};
+use records_support::{free_port, get_json, start_demo, three_free_ports, try_get};
 
 #[test]
 fn demo_runs_the_village_serves_the_page_and_stops_on_sigterm() {
     let history = tempfile::tempdir().unwrap();
     let (http, modbus, mqtt) = (free_port(), three_free_ports(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_communalia"))
-        .args(["demo", "--speed", "600", "--http"])
-        .arg(format!("127.0.0.1:{http}"))
-        .args(["--modbus-port-base", &modbus.to_string()])
-        .args(["--mqtt-port", &mqtt.to_string()])
-        .arg("--history")
-        .arg(history.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = wait_for_demo_banner(&mut child);
+    let (mut demo, banner) = start_demo(
+        env!("CARGO_BIN_EXE_communalia"),
+        http,
+        modbus,
+        mqtt,
+        &[
+            OsStr::new("--speed"),
+            OsStr::new("600"),
+            OsStr::new("--history"),
+            history.path().as_os_str(),
+        ],
+    );
+    let child = &mut demo.0;
     assert!(
         banner.contains(&format!("http://127.0.0.1:{http}/")),
         "{banner}"
@@ -120,34 +122,15 @@ fn demo_runs_the_village_serves_the_page_and_stops_on_sigterm() {
 fn demo_members_earn_communs_for_shifted_use_and_attested_work_within_thirty_hours() {
     let (http, modbus, mqtt) = (free_port(), three_free_ports(), free_port());
     // 2026-03-02 is a clear day in the demo's weather; 1800× runs 30 h in a minute.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_communalia"))
-        .args([
-            "demo",
-            "--speed",
-            "1800",
-            "--start",
-            "2026-03-02T06:00",
-            "--http",
-        ])
-        .arg(format!("127.0.0.1:{http}"))
-        .args(["--modbus-port-base", &modbus.to_string()])
-        .args(["--mqtt-port", &mqtt.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (child, banner) = start_demo(
+        env!("CARGO_BIN_EXE_communalia"),
+        http,
+        modbus,
+        mqtt,
+        &["--speed", "1800", "--start", "2026-03-02T06:00"],
+    );
     let ledger_file =
-        std::env::temp_dir().join(format!("communalia-demo-ledger-{}.sqlite", child.id()));
-    let banner = wait_for_demo_banner(&mut child);
-    // A failed assertion must not leave the demo running.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = KillOnDrop(child);
+        std::env::temp_dir().join(format!("communalia-demo-ledger-{}.sqlite", child.0.id()));
     assert!(banner.contains("starts 2026-03-02 06:00"), "{banner}");
     // 30 simulated hours after 06:00 site time (UTC+3): 2026-03-03 12:00 site time.
     let limit: chrono::DateTime<chrono::Utc> = "2026-03-03T09:00:00Z".parse().unwrap();

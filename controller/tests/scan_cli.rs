@@ -8,40 +8,16 @@
 mod records_support;
 
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use records_support::{free_port, get_json, three_free_ports, wait_for_demo_banner};
+use records_support::{KillOnDrop, free_port, get_json, start_demo, three_free_ports};
 
 fn communalia(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_communalia"))
         .args(args)
         .output()
         .unwrap()
-}
-
-/// Kills the child on drop, so a failing assertion leaves no process behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_demo(http: u16, modbus: u16, mqtt: u16) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_communalia"))
-        .args(["demo", "--http"])
-        .arg(format!("127.0.0.1:{http}"))
-        .args(["--modbus-port-base", &modbus.to_string()])
-        .args(["--mqtt-port", &mqtt.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_demo_banner(&mut child);
-    Running(child)
 }
 
 fn village_plugs() -> Vec<(String, String)> {
@@ -71,7 +47,7 @@ fn village_plugs() -> Vec<(String, String)> {
 #[test]
 fn scan_of_the_demo_village_drafts_a_site_that_check_accepts_and_a_dry_run_reads() {
     let (http, modbus, mqtt) = (free_port(), three_free_ports(), free_port());
-    let _demo = start_demo(http, modbus, mqtt);
+    let _demo = start_demo::<&str>(env!("CARGO_BIN_EXE_communalia"), http, modbus, mqtt, &[]);
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site.toml");
     let assembly = dir.path().join("assembly.toml");
@@ -166,7 +142,7 @@ fn scan_of_the_demo_village_drafts_a_site_that_check_accepts_and_a_dry_run_reads
         .unwrap()
         .write_all(format!("\n[http]\nlisten = \"127.0.0.1:{run_http}\"\n").as_bytes())
         .unwrap();
-    let _run = Running(
+    let _run = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_communalia"))
             .args(["run", "--dry-run", "--config", site.to_str().unwrap()])
             .current_dir(dir.path())

@@ -112,7 +112,10 @@ async fn sunny_day_runs_deferrable_loads_in_surplus_and_fills_the_battery() {
                 (at, high)
             }
         });
-    let (low_at, high_at) = (low_at.unwrap(), high_at.unwrap());
+    let (low_at, high_at) = (
+        low_at.expect("a state before 11:00 with a state of charge"),
+        high_at.expect("a state between 14:00 and 16:00 with a state of charge"),
+    );
     let members: Vec<String> = h
         .config
         .site

@@ -210,9 +210,9 @@ fn battery(soc: f64) -> Battery {
     }
 }
 
-#[test]
-fn health_reserve_keeps_the_battery_for_the_clinic() {
-    let p = Priorities {
+/// A 200 W clinic (the health tier) above one home of `home_watts`.
+fn clinic_and_home(home_watts: f64) -> Priorities {
+    Priorities {
         tiers: vec![
             tier(
                 "health",
@@ -222,11 +222,16 @@ fn health_reserve_keeps_the_battery_for_the_clinic() {
             tier(
                 "homes",
                 Sharing::FairShare,
-                vec![Load::on_off("home", 400.0)],
+                vec![Load::on_off("home", home_watts)],
             ),
         ],
         ..Priorities::default()
-    };
+    }
+}
+
+#[test]
+fn health_reserve_keeps_the_battery_for_the_clinic() {
+    let p = clinic_and_home(400.0);
     // 3 kWh stored above the minimum, 4 kWh kept for the clinic: only the clinic may use it.
     let snap = Snapshot {
         battery: Some(battery(0.4)),
@@ -255,21 +260,7 @@ fn while_the_plan_charges_the_battery_discharges_for_the_health_tier_only() {
     // Issue 15: above the reserve, the lower tiers took the battery's whole discharge while the
     // plan charged it; the battery fell under its rising daytime reserve and the tier below the
     // health tier was cut in full sun to catch up.
-    let p = Priorities {
-        tiers: vec![
-            tier(
-                "health",
-                Sharing::FairShare,
-                vec![Load::on_off("clinic", 200.0).health()],
-            ),
-            tier(
-                "homes",
-                Sharing::FairShare,
-                vec![Load::on_off("home", 1500.0)],
-            ),
-        ],
-        ..Priorities::default()
-    };
+    let p = clinic_and_home(1500.0);
     // 1 kW of sun, the plan charging 0.5 kW of it, 6 kWh above the minimum, 1 kWh reserve.
     let snap = Snapshot {
         pv_watts: 1000.0,

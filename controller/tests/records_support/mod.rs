@@ -40,6 +40,41 @@ pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
     }
 }
 
+/// A child process killed (and reaped) on drop, so a failing assertion leaves none behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `communalia demo` (the binary at `bin`: `env!("CARGO_BIN_EXE_communalia")`, which only
+/// the controller's own tests know) with its page on loopback `http`, its devices from `modbus`
+/// and its broker on `mqtt`, with `extra` arguments, and waits for its banner.
+pub fn start_demo<S: AsRef<std::ffi::OsStr>>(
+    bin: &str,
+    http: u16,
+    modbus: u16,
+    mqtt: u16,
+    extra: &[S],
+) -> (KillOnDrop, String) {
+    let mut child = Command::new(bin)
+        .arg("demo")
+        .args(extra)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{http}"))
+        .args(["--modbus-port-base", &modbus.to_string()])
+        .args(["--mqtt-port", &mqtt.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = wait_for_demo_banner(&mut child);
+    (KillOnDrop(child), banner)
+}
+
 /// Reads a started `communalia demo`'s stdout up to its last banner line ("Ctrl-C ..."); kills
 /// it and panics if it stops first. Returns the banner.
 pub fn wait_for_demo_banner(child: &mut Child) -> String {
