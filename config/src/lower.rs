@@ -1241,13 +1241,21 @@ fn lower_forecast(doc: &mut Doc<'_>, f: raw::Forecast) -> Option<ForecastFeed> {
 fn lower_influxdb(doc: &mut Doc<'_>, i: raw::Influxdb) -> Option<Influxdb> {
     let at = |k: &str| p().key("influxdb").key(k);
     let mut ok = true;
-    if !(i.url.starts_with("http://") || i.url.starts_with("https://"))
-        || i.url.len() <= "https://".len()
-    {
+    if i.url.starts_with("https://") {
+        // The InfluxDB client is built without TLS (it would bring a second HTTP and TLS
+        // stack into the build); never fall back to plain text when the site asked for TLS.
         doc.error(
             &at("url"),
-            format!("\"{}\" is not an http:// or https:// URL", i.url),
+            format!(
+                "\"{}\": this build writes to InfluxDB over plain http:// only; run InfluxDB on \
+                 the controller or the site's network, or put a TLS-terminating proxy beside the \
+                 controller",
+                i.url
+            ),
         );
+        ok = false;
+    } else if !i.url.starts_with("http://") || i.url.len() <= "http://".len() {
+        doc.error(&at("url"), format!("\"{}\" is not an http:// URL", i.url));
         ok = false;
     }
     ok &= non_empty(doc, &at("org"), &i.org);

@@ -93,7 +93,7 @@ pub const KEYS: &[KeyDoc] = &[
 
     k(S, "forecast", "pv_file", "string", "path", NONE, "JSON PV forecast (`{\"start\": RFC 3339, \"step_minutes\": N, \"pv_watts\": [..]}`) that takes precedence over the local solar model; re-read when it changes"),
     k(S, "forecast", "pv_topic", "string", "MQTT topic", NONE, "MQTT topic carrying the same JSON (needs [mqtt])"),
-    k(S, "influxdb", "url", "string", "URL", REQ, "InfluxDB 2 base URL, http:// or https://; the table is optional"),
+    k(S, "influxdb", "url", "string", "URL", REQ, "InfluxDB 2 base URL, http:// (no TLS in this build); the table is optional"),
     k(S, "influxdb", "org", "string", "", REQ, "organisation"),
     k(S, "influxdb", "bucket", "string", "", REQ, "bucket"),
     k(S, "influxdb", "token_file", "string", "path", NONE, "file holding the API token (this or token_env)"),

@@ -732,3 +732,25 @@ fn two_loads_on_one_plug_are_refused_with_both_places() {
         ]
     );
 }
+
+#[test]
+fn an_influxdb_url_over_tls_is_refused_rather_than_sent_in_clear() {
+    let table = |url: &str| {
+        format!(
+            "{SITE}\n[influxdb]\nurl = \"{url}\"\norg = \"village\"\nbucket = \"energy\"\ntoken_env = \"T\"\n"
+        )
+    };
+    let errors = load(&table("https://influx.example:8086"), ASSEMBLY).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("site.toml:36:7: influxdb.url: \"https://influx.example:8086\": this build writes to InfluxDB over plain http:// only"),
+        "{errors:?}"
+    );
+    let errors = load(&table("influx:8086"), ASSEMBLY).unwrap_err();
+    assert_eq!(
+        errors,
+        vec!["site.toml:36:7: influxdb.url: \"influx:8086\" is not an http:// URL"]
+    );
+    let config = load(&table("http://127.0.0.1:8086"), ASSEMBLY).unwrap();
+    assert_eq!(config.site.influxdb.unwrap().url, "http://127.0.0.1:8086");
+}

@@ -347,8 +347,11 @@ fn build_client(cfg: &InfluxSettings) -> Result<influxdb2::Client, SinkError> {
     };
     // influxdb2's builder panics on a URL it cannot parse: check it first.
     let parsed = url::Url::parse(&cfg.url).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be http or https"));
+    if parsed.scheme() != "http" {
+        // Built without TLS: see the site file's `[influxdb] url`.
+        return Err(bad(
+            "the scheme must be http (this build has no TLS for InfluxDB)",
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host"));
@@ -628,6 +631,8 @@ mod tests {
             "http://",
             "http://a b:1",
             "http://x:99999",
+            // No TLS in this build: refused, never sent in clear.
+            "https://db:8086",
         ] {
             let s = InfluxSettings::new(url, "o", "b", "", dir.path());
             assert!(
