@@ -20,6 +20,8 @@ pub struct Mosquitto {
     port: u16,
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    /// Lines appended to the broker's configuration.
+    extra: String,
 }
 
 impl Mosquitto {
@@ -35,19 +37,32 @@ impl Mosquitto {
                 port: cfg.port,
                 child: None,
                 dir: None,
+                extra: String::new(),
             };
             m.wait_ready(Duration::from_secs(10))?;
             return Ok(m);
         }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start_local("")
+    }
+
+    /// Starts mosquitto on a free loopback port whatever the environment says, with `extra`
+    /// appended to its configuration (e.g. `max_connections -1\n`), and waits until it accepts
+    /// connections.
+    pub fn start_local(extra: &str) -> std::io::Result<Self> {
         let mut m = Self {
             host: "127.0.0.1".into(),
-            port,
+            port: free_port()?,
             child: None,
             dir: Some(tempfile::tempdir()?),
+            extra: extra.to_owned(),
         };
         m.spawn()?;
         Ok(m)
+    }
+
+    /// Whether the mosquitto binary is installed.
+    pub fn installed() -> bool {
+        std::path::Path::new(MOSQUITTO).exists()
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -59,8 +74,8 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\n",
-                self.port
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\n{}",
+                self.port, self.extra
             ),
         )?;
         let child = Command::new(MOSQUITTO)
@@ -141,6 +156,30 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A loopback port nothing listens on (just bound and released: another process may take it
+/// before the caller binds it, which tests accept).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The first of `n` consecutive free loopback ports (the demo's Modbus devices take consecutive
+/// ports from one base).
+pub fn free_ports(n: u16) -> std::io::Result<u16> {
+    for _ in 0..50 {
+        let base = free_port()?;
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        if (1..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no {n} consecutive free loopback ports"),
+    ))
 }
 
 /// A name unique to this process and call, so tests sharing one broker do not collide.

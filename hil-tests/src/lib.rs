@@ -5,7 +5,7 @@
 //! controller still running.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -111,24 +111,10 @@ impl Setup {
 
 /// Three consecutive free loopback ports for the inverter, battery and meter.
 pub fn free_modbus_base() -> u16 {
-    for _ in 0..50 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(base) = l.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if base > u16::MAX - 3 {
-            continue;
-        }
-        let others: Vec<_> = (1..3)
-            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
-            .collect();
-        if others.iter().all(Result::is_ok) {
-            return base;
-        }
+    match communalia_drivers::testkit::free_ports(3) {
+        Ok(base) => base,
+        Err(e) => panic!("{e}"),
     }
-    panic!("no three consecutive free ports");
 }
 
 /// The village example on these ports, with the scenario timing: a 0.5 s cycle, short Modbus

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,22 +14,12 @@ use communalia::state::*;
 pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    communalia_drivers::testkit::free_port().expect("a free loopback port")
 }
 
 /// The first of three consecutive free ports (the demo's inverter, battery, meter).
 pub fn three_free_ports() -> u16 {
-    (0..50)
-        .map(|_| free_port())
-        .find(|&base| {
-            base < u16::MAX - 3
-                && (1..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        })
-        .expect("three consecutive free ports")
+    communalia_drivers::testkit::free_ports(3).expect("three consecutive free ports")
 }
 
 /// `GET path` on loopback `port`, as JSON, when it answers 200 with JSON.

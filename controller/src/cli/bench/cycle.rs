@@ -10,6 +10,7 @@ use anyhow::Context;
 use communalia_drivers::modbus_sim::ModbusSim;
 use communalia_drivers::regmap::{RegisterMapSim, SDM630};
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
+use communalia_drivers::testkit;
 
 use super::percentile;
 use crate::control::io::Clock;
@@ -85,21 +86,9 @@ measures = "pv"
     demo::config_from(&site, &assembly, ports, 1.0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Five consecutive free ports.
 fn free_base() -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let base = free_port()?.clamp(1024, 60_000);
-        if (0..5).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    anyhow::bail!("no five free consecutive ports on loopback")
+    Ok(testkit::free_ports(5)?)
 }
 
 fn serve_village(base: u16, mqtt: u16) -> anyhow::Result<ExitCode> {
@@ -160,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let ports = Ports {
         modbus_base: free_base()?,
-        mqtt: free_port()?,
+        mqtt: testkit::free_port()?,
     };
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)

@@ -3,7 +3,7 @@
 //! broker (does every plug's reading stay fresh at a 1 s tele period?).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use communalia_drivers::sunspec::client::SunSpecDevice;
 use communalia_drivers::sunspec::sim::{Irradiance, SunSpecSim};
 use communalia_drivers::tasmota::sim::TasmotaPlug;
 use communalia_drivers::tasmota::{SensorKeys, TasmotaTopics};
+use communalia_drivers::testkit::{Mosquitto, free_port};
 use tokio::task::JoinSet;
 
 use super::percentile;
@@ -41,23 +42,13 @@ pub struct Args {
     mqtt: Option<String>,
 }
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// A broker for the bench: the one given, a fresh mosquitto, or the built-in one.
+/// A broker for the bench: the one given, a fresh mosquitto (the test kit's, so the bench and
+/// the tests start it the same way), or the built-in one.
 struct Broker {
     addr: SocketAddr,
     kind: &'static str,
-    child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    /// Kills the mosquitto it started when dropped.
+    _mosquitto: Option<Mosquitto>,
 }
 
 async fn broker(given: Option<&str>) -> anyhow::Result<Broker> {
@@ -69,47 +60,26 @@ async fn broker(given: Option<&str>) -> anyhow::Result<Broker> {
         return Ok(Broker {
             addr,
             kind: "given",
-            child: None,
-            _dir: None,
+            _mosquitto: None,
         });
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    if std::path::Path::new(MOSQUITTO).exists() {
-        let dir = tempfile::tempdir()?;
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"),
-        )?;
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    if Mosquitto::installed() {
+        // 500 plugs and the bench's own clients: more connections than the default allows.
+        let m = tokio::task::spawn_blocking(|| Mosquitto::start_local("max_connections -1\n"))
+            .await??;
         return Ok(Broker {
-            addr,
+            addr: SocketAddr::new(m.host().parse()?, m.port()),
             kind: "mosquitto",
-            child: Some(child),
-            _dir: Some(dir),
+            _mosquitto: Some(m),
         });
     }
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port()?)).await?;
+    let addr = listener.local_addr()?;
     tokio::spawn(crate::broker::Broker::new().serve(listener, std::future::pending()));
     Ok(Broker {
         addr,
         kind: "built-in",
-        child: None,
-        _dir: None,
+        _mosquitto: None,
     })
 }
 
