@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -106,6 +106,52 @@ impl MqttConfig {
     }
 }
 
+/// First pause before polling a failed connection again; it doubles up to [`RECONNECT_MAX`] and
+/// starts again from here after each `ConnAck`.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between two connection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Drives one rumqttc event loop until the client disconnects: hands every event to
+/// `on_event` (`connected` turns true after a `ConnAck` has been handled, so whatever it
+/// publishes or subscribes on connection is queued first); after a failure marks the
+/// connection down, pauses ([`RECONNECT_MIN`] doubling to [`RECONNECT_MAX`]) and polls again,
+/// which makes rumqttc reconnect. The one reconnect loop of every MQTT client (the plugs' bus,
+/// the state publisher).
+pub async fn drive_event_loop(
+    mut eventloop: EventLoop,
+    connected: watch::Sender<bool>,
+    what: &'static str,
+    mut on_event: impl FnMut(&Event) + Send,
+) {
+    let mut delay = RECONNECT_MIN;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(event) => {
+                let connack = matches!(event, Event::Incoming(Packet::ConnAck(_)));
+                if connack {
+                    delay = RECONNECT_MIN;
+                }
+                on_event(&event);
+                if connack {
+                    let _ = connected.send(true);
+                }
+            }
+            Err(e) => {
+                if *connected.borrow() {
+                    tracing::warn!(error = %e, "{what}: connection lost");
+                } else {
+                    tracing::debug!(error = %e, "{what}: connection failed");
+                }
+                let _ = connected.send(false);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
 /// A handler for the messages of one topic.
 pub type Handler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
@@ -153,49 +199,36 @@ impl std::fmt::Debug for MqttBus {
 impl MqttBus {
     /// Starts the connection (in the background; see [`Self::wait_connected`]).
     pub fn start(config: &MqttConfig) -> Self {
-        let (client, mut eventloop) = AsyncClient::new(config.options(), 1024);
+        let (client, eventloop) = AsyncClient::new(config.options(), 1024);
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (tx, rx) = watch::channel(false);
         let task_routes = Arc::clone(&routes);
         let task_client = client.clone();
-        let task = tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let handlers = lock(&task_routes).by_topic.get(p.topic.as_str()).cloned();
-                        for h in handlers.into_iter().flatten() {
-                            h(&p.payload);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        delay = Duration::from_millis(100);
-                        let topics: Vec<String> =
-                            lock(&task_routes).by_topic.keys().cloned().collect();
-                        for chunk in topics.chunks(64) {
-                            let filters = chunk.iter().map(|t| {
-                                rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
-                            });
-                            if let Err(e) = task_client.try_subscribe_many(filters) {
-                                tracing::warn!(error = %e, "mqtt resubscribe failed");
-                            }
-                        }
-                        let _ = tx.send(true);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        if *tx.borrow() {
-                            tracing::warn!(error = %e, "mqtt connection lost");
-                        } else {
-                            tracing::debug!(error = %e, "mqtt connection failed");
-                        }
-                        let _ = tx.send(false);
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+        let task = tokio::spawn(drive_event_loop(
+            eventloop,
+            tx,
+            "mqtt",
+            move |event| match event {
+                Event::Incoming(Packet::Publish(p)) => {
+                    let handlers = lock(&task_routes).by_topic.get(p.topic.as_str()).cloned();
+                    for h in handlers.into_iter().flatten() {
+                        h(&p.payload);
                     }
                 }
-            }
-        });
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    let topics: Vec<String> = lock(&task_routes).by_topic.keys().cloned().collect();
+                    for chunk in topics.chunks(64) {
+                        let filters = chunk
+                            .iter()
+                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        if let Err(e) = task_client.try_subscribe_many(filters) {
+                            tracing::warn!(error = %e, "mqtt resubscribe failed");
+                        }
+                    }
+                }
+                _ => {}
+            },
+        ));
         Self {
             inner: Arc::new(BusInner {
                 client,

@@ -17,8 +17,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use communalia_drivers::mqtt::MqttConfig;
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use communalia_drivers::mqtt::{MqttConfig, drive_event_loop};
+use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -235,7 +235,7 @@ impl MqttStatePublisher {
             QoS::AtLeastOnce,
             true,
         ));
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (client, eventloop) = AsyncClient::new(options, 64);
         let retained = Arc::new(Mutex::new(Retained::default()));
         let discovery = settings
             .discovery_prefix
@@ -246,43 +246,29 @@ impl MqttStatePublisher {
         let task_client = client.clone();
         let task_retained = Arc::clone(&retained);
         let task_topics = topics.clone();
-        let task = tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        delay = Duration::from_millis(100);
-                        let mut msgs: Vec<(String, String)> =
-                            vec![(task_topics.availability.clone(), ONLINE.to_owned())];
-                        msgs.extend(discovery.iter().cloned());
-                        if let Some((state, grid)) = lock(&task_retained).last_state.clone() {
-                            msgs.push((task_topics.state.clone(), state));
-                            msgs.push((task_topics.grid_state.clone(), grid.to_owned()));
-                        }
-                        for (topic, payload) in msgs {
-                            if let Err(e) =
-                                task_client.try_publish(topic, QoS::AtLeastOnce, true, payload)
-                            {
-                                tracing::warn!(error = %e, "mqtt state: publish on connect failed");
-                            }
-                        }
-                        let _ = tx.send(true);
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        if *tx.borrow() {
-                            tracing::warn!(error = %e, "mqtt state: connection lost");
-                        } else {
-                            tracing::debug!(error = %e, "mqtt state: connection failed");
-                        }
-                        let _ = tx.send(false);
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+        let task = tokio::spawn(drive_event_loop(
+            eventloop,
+            tx,
+            "mqtt state",
+            move |event| {
+                if !matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    return;
+                }
+                let mut msgs: Vec<(String, String)> =
+                    vec![(task_topics.availability.clone(), ONLINE.to_owned())];
+                msgs.extend(discovery.iter().cloned());
+                if let Some((state, grid)) = lock(&task_retained).last_state.clone() {
+                    msgs.push((task_topics.state.clone(), state));
+                    msgs.push((task_topics.grid_state.clone(), grid.to_owned()));
+                }
+                for (topic, payload) in msgs {
+                    if let Err(e) = task_client.try_publish(topic, QoS::AtLeastOnce, true, payload)
+                    {
+                        tracing::warn!(error = %e, "mqtt state: publish on connect failed");
                     }
                 }
-            }
-        });
+            },
+        ));
         Self {
             client,
             topics,
