@@ -18,6 +18,19 @@ pub struct WattHours(pub f64);
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, serde::Serialize)]
 pub struct Percent(pub f64);
 
+impl Percent {
+    /// The same share as a fraction (50 % is 0.5): the planner's state of charge and every
+    /// ratio the controller computes with. (The one place the factor 100 is written.)
+    pub fn fraction(self) -> f64 {
+        self.0 / 100.0
+    }
+
+    /// A fraction (0.5) as a percentage (50 %).
+    pub fn of_fraction(fraction: f64) -> Self {
+        Self(fraction * 100.0)
+    }
+}
+
 /// A local time of day, minutes since midnight (0..=1440; 24:00 is the end of the day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TimeOfDay {
@@ -151,7 +164,7 @@ pub struct Battery {
 impl Battery {
     /// Energy between the minimum and maximum state of charge.
     pub fn usable(&self) -> WattHours {
-        WattHours(self.capacity.0 * (self.max_soc.0 - self.min_soc.0) / 100.0)
+        WattHours(self.capacity.0 * (self.max_soc.fraction() - self.min_soc.fraction()))
     }
 }
 

@@ -14,6 +14,13 @@ pub struct WattHours(pub f64);
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
 pub struct Percent(pub f64);
 
+impl Percent {
+    /// The same share as a fraction (50 % is 0.5), as the planner counts a state of charge.
+    pub fn fraction(self) -> f64 {
+        self.0 / 100.0
+    }
+}
+
 impl Watts {
     /// The value in watts.
     pub fn get(self) -> f64 {

@@ -121,6 +121,110 @@ fn is_grid_meter(d: &cfg::Device) -> bool {
     )
 }
 
+/// What the devices say this cycle, each reading judged fresh or stale against the device's
+/// `stale_after` on the site's clock.
+struct Readings {
+    /// Sum of the inverters heard; `None` when none was.
+    pv: Option<f64>,
+    battery: Option<BatteryState>,
+    /// From a consumption meter, or from a grid meter once every source is known.
+    consumption: Option<f64>,
+    /// Inputs unknown this cycle, in words.
+    faults: Vec<String>,
+    devices: Vec<DeviceView>,
+}
+
+fn read_devices(site: &cfg::Site, image: &ProcessImage) -> Readings {
+    let now = image.at;
+    let mut faults = Vec::new();
+    let mut pv = None;
+    let mut battery: Option<BatteryState> = None;
+    let mut consumption = None;
+    let mut grid: Option<f64> = None;
+    // A source not heard this cycle: the sums above are then partial.
+    let (mut unheard_pv, mut unheard_grid) = (false, false);
+    let mut devices = Vec::new();
+    for d in &site.devices {
+        let input = image.devices.iter().find(|i| i.id == d.id);
+        let fresh = input.and_then(|i| i.last.as_ref()).filter(|(at, _)| {
+            now.signed_duration_since(*at)
+                <= Duration::from_std(d.stale_after).unwrap_or(Duration::MAX)
+        });
+        match fresh.map(|(_, v)| v) {
+            Some(DeviceValue::Pv(w)) if w.is_finite() => *pv.get_or_insert(0.0) += w.max(0.0),
+            Some(DeviceValue::Battery(b)) => battery = Some(*b),
+            Some(DeviceValue::Meter(w)) if w.is_finite() => consumption = Some(*w),
+            Some(DeviceValue::Grid(w)) if w.is_finite() => *grid.get_or_insert(0.0) += w,
+            // The drivers refuse such values; should one slip through, it is no reading.
+            Some(_) => faults.push(format!("{} reports a value that is not a number", d.id)),
+            None => faults.push(match input.and_then(|i| i.error.as_deref()) {
+                Some(e) => format!("{} silent: {e}", d.id),
+                None => format!("{} silent", d.id),
+            }),
+        }
+        if !matches!(fresh.map(|(_, v)| v), Some(v) if value_is_finite(v)) {
+            unheard_pv |= d.gives_pv();
+            unheard_grid |= is_grid_meter(d);
+        }
+        devices.push(DeviceView {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            online: fresh.is_some(),
+            last_seen: input
+                .and_then(|i| i.last.as_ref())
+                .map(|(at, _)| rfc3339(*at)),
+        });
+    }
+    // A grid meter gives the consumption only with every source known: what comes in from
+    // the grid, plus the sun, plus the battery's discharge (negative while it charges).
+    // (With several inverters or grid meters, every one of them must have been heard.)
+    if consumption.is_none()
+        && !unheard_grid
+        && let Some(g) = grid
+    {
+        let pv_known = !unheard_pv;
+        let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
+        let battery_known =
+            battery_w.is_some_and(f64::is_finite) || !site.devices.iter().any(|d| d.is_battery());
+        if pv_known && battery_known {
+            consumption = Some((g + pv.unwrap_or(0.0) + battery_w.unwrap_or(0.0)).max(0.0));
+        }
+    }
+    Readings {
+        pv,
+        battery,
+        consumption,
+        faults,
+        devices,
+    }
+}
+
+/// The consumption nobody controls: what the meter reads less what the controlled loads'
+/// plugs measure (or their nominal power when on and not measuring); without a meter, the
+/// nominal power of the loads nobody switches.
+fn uncontrolled_watts(site: &cfg::Site, image: &ProcessImage, consumption: Option<f64>) -> f64 {
+    let mut controlled_measured = 0.0;
+    let mut measured_only_nominal = 0.0;
+    for l in &site.loads {
+        let input = image.loads.get(&l.id);
+        if l.control.is_controlled() {
+            match input {
+                Some(i) if i.power.is_some() => {
+                    controlled_measured += i.power.unwrap_or(0.0).max(0.0)
+                }
+                Some(i) if i.on == Some(true) => controlled_measured += l.nominal.0,
+                _ => {}
+            }
+        } else {
+            measured_only_nominal += l.nominal.0;
+        }
+    }
+    match consumption {
+        Some(c) => (c - controlled_measured).max(0.0),
+        None => measured_only_nominal,
+    }
+}
+
 /// How often the horizon plan is refreshed, and its shape.
 pub const PLAN_EVERY: Duration = Duration::minutes(5);
 pub const PLAN_STEP_MINUTES: u32 = 15;
@@ -350,60 +454,94 @@ impl Core {
         AssemblyView::from_config(self.model.assembly(), self.assembly_errors.clone())
     }
 
-    /// One cycle: read the image, allocate, decide commands, describe.
+    /// One cycle, in phases: read the devices (and judge each reading's staleness on the site's
+    /// clock), wait while the controller has just started, learn from what was measured, plan,
+    /// allocate, decide each load's command and reason, and record the state.
     pub fn step(&mut self, image: &ProcessImage) -> Outcome {
         let now = image.at;
         let model = Arc::clone(&self.model);
         let site = model.site();
-        let mut faults = Vec::new();
 
-        // What the devices say, fresh or not.
-        let mut pv = None;
-        let mut battery: Option<BatteryState> = None;
-        let mut consumption = None;
-        let mut grid: Option<f64> = None;
-        // A source not heard this cycle: the sums above are then partial.
-        let (mut unheard_pv, mut unheard_grid) = (false, false);
-        let mut devices = Vec::new();
-        for d in &site.devices {
-            let input = image.devices.iter().find(|i| i.id == d.id);
-            let fresh = input.and_then(|i| i.last.as_ref()).filter(|(at, _)| {
-                now.signed_duration_since(*at)
-                    <= Duration::from_std(d.stale_after).unwrap_or(Duration::MAX)
-            });
-            match fresh.map(|(_, v)| v) {
-                Some(DeviceValue::Pv(w)) if w.is_finite() => *pv.get_or_insert(0.0) += w.max(0.0),
-                Some(DeviceValue::Battery(b)) => battery = Some(*b),
-                Some(DeviceValue::Meter(w)) if w.is_finite() => consumption = Some(*w),
-                Some(DeviceValue::Grid(w)) if w.is_finite() => *grid.get_or_insert(0.0) += w,
-                // The drivers refuse such values; should one slip through, it is no reading.
-                Some(_) => faults.push(format!("{} reports a value that is not a number", d.id)),
-                None => faults.push(match input.and_then(|i| i.error.as_deref()) {
-                    Some(e) => format!("{} silent: {e}", d.id),
-                    None => format!("{} silent", d.id),
-                }),
-            }
-            if !matches!(fresh.map(|(_, v)| v), Some(v) if value_is_finite(v)) {
-                unheard_pv |= d.gives_pv();
-                unheard_grid |= is_grid_meter(d);
-            }
-            devices.push(DeviceView {
-                id: d.id.clone(),
-                name: d.name.clone(),
-                online: fresh.is_some(),
-                last_seen: input
-                    .and_then(|i| i.last.as_ref())
-                    .map(|(at, _)| rfc3339(*at)),
-            });
+        let readings = read_devices(site, image);
+        let waiting_for = self.waiting_for(site, image, now);
+        let starting = !waiting_for.is_empty();
+        let soc = readings
+            .battery
+            .and_then(|b| b.soc)
+            .map(communalia_drivers::units::Percent::fraction)
+            .filter(|s| s.is_finite());
+        let uncontrolled = uncontrolled_watts(site, image, readings.consumption);
+        self.learn(image, &readings, uncontrolled, starting);
+        self.last_pv = readings.pv;
+        self.last_soc = soc;
+
+        // The plan for now (none from half-known inputs: the first is made once they are in).
+        if !starting && self.plan_due(now) {
+            self.refresh_plan(now, soc, uncontrolled);
         }
-        // Until every device has answered, or has stayed silent for its whole staleness limit
-        // since the controller started, nothing is decided: a controller that just started
-        // knows too little to cut anyone, and a restart must not click relays off and on (a
-        // first read that times out is not yet a dead inverter; a device that was just heard is
-        // trusted for as long). Loads stay as their plugs report them meanwhile.
+        let (priorities, snapshot) = self.allocation_inputs(now, readings.pv, soc, uncontrolled);
+        // The first decision after a start: the loads found on are taken as the ones whose turn
+        // it is in their tier, so a restart carries on with them instead of cutting them for the
+        // first-listed ones (and giving them back a few cycles later).
+        if !starting && self.rotation.cycle == 0 {
+            for (id, input) in &image.loads {
+                if input.on == Some(false) {
+                    self.rotation.loads.entry(id.clone()).or_default().served = 1;
+                }
+            }
+        }
+        let allocation = planner::allocate(&priorities, &snapshot, &self.rotation);
+        if !starting {
+            self.rotation = allocation.rotation.clone();
+        }
+
+        let mut banner = status::Facts {
+            available_watts: allocation.available_watts,
+            allocated_watts: allocation.allocated_watts,
+            battery_watts: readings.battery.and_then(|b| b.power).map(|w| w.0),
+            starting,
+            ..status::Facts::default()
+        };
+        let (commands, loads) = self.decide_loads(
+            image,
+            &priorities,
+            &allocation,
+            &readings.faults,
+            &waiting_for,
+            &mut banner,
+        );
+        let state = self.state_view(
+            now,
+            &readings,
+            soc,
+            &allocation,
+            &priorities,
+            loads,
+            &banner,
+        );
+        Outcome {
+            state,
+            allocation,
+            commands,
+            faults: readings.faults,
+            starting,
+        }
+    }
+
+    /// The devices not heard yet since the controller started, while their staleness limit has
+    /// not passed. Until every device has answered, or has stayed silent for its whole
+    /// staleness limit since the controller started, nothing is decided: a controller that just
+    /// started knows too little to cut anyone, and a restart must not click relays off and on (a
+    /// first read that times out is not yet a dead inverter; a device that was just heard is
+    /// trusted for as long). Loads stay as their plugs report them meanwhile.
+    fn waiting_for<'s>(
+        &mut self,
+        site: &'s cfg::Site,
+        image: &ProcessImage,
+        now: DateTime<Utc>,
+    ) -> Vec<&'s str> {
         let started = *self.started_at.get_or_insert(now);
-        let waiting_for: Vec<&str> = site
-            .devices
+        site.devices
             .iter()
             .filter(|d| {
                 let heard = image
@@ -415,8 +553,23 @@ impl Core {
                         < Duration::from_std(d.stale_after).unwrap_or(Duration::MAX)
             })
             .map(|d| d.name.as_str())
-            .collect();
-        let starting = !waiting_for.is_empty();
+            .collect()
+    }
+
+    /// Learns from what was measured: the PV calibration against clear sky, the day's shape of
+    /// the uncontrolled consumption (from measurements only, never from the worst-case
+    /// fallback), and what the loads with a daily need got today (so the plan asks only for the
+    /// rest).
+    fn learn(
+        &mut self,
+        image: &ProcessImage,
+        readings: &Readings,
+        uncontrolled: f64,
+        starting: bool,
+    ) {
+        let now = image.at;
+        let model = Arc::clone(&self.model);
+        let site = model.site();
         let has_inverter = site.devices.iter().any(|d| {
             matches!(
                 d.kind,
@@ -427,75 +580,27 @@ impl Core {
             )
         });
         if has_inverter && !starting {
-            let clear = self
-                .model
+            let clear = model
                 .place()
-                .map(|p| solar::clear_sky_watts(p, &self.model.arrays(), now))
+                .map(|p| solar::clear_sky_watts(p, &model.arrays(), now))
                 .unwrap_or(0.0);
-            self.calibration.record(now, pv, clear);
+            self.calibration.record(now, readings.pv, clear);
         }
-        self.last_pv = pv;
-        // A grid meter gives the consumption only with every source known: what comes in from
-        // the grid, plus the sun, plus the battery's discharge (negative while it charges).
-        // (With several inverters or grid meters, every one of them must have been heard.)
-        if consumption.is_none()
-            && !unheard_grid
-            && let Some(g) = grid
-        {
-            let pv_known = !unheard_pv;
-            let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
-            let battery_known = battery_w.is_some_and(f64::is_finite)
-                || !site.devices.iter().any(|d| d.is_battery());
-            if pv_known && battery_known {
-                consumption = Some((g + pv.unwrap_or(0.0) + battery_w.unwrap_or(0.0)).max(0.0));
-            }
-        }
-        let degraded = !faults.is_empty();
-
-        // Loads: measured power, and how much of the consumption nobody controls.
-        let soc = battery
-            .and_then(|b| b.soc)
-            .map(|p| p.0 / 100.0)
-            .filter(|s| s.is_finite());
-        self.last_soc = soc;
-        let mut controlled_measured = 0.0;
-        let mut measured_only_nominal = 0.0;
-        for l in &site.loads {
-            let input = image.loads.get(&l.id);
-            if l.control.is_controlled() {
-                match input {
-                    Some(i) if i.power.is_some() => {
-                        controlled_measured += i.power.unwrap_or(0.0).max(0.0)
-                    }
-                    Some(i) if i.on == Some(true) => controlled_measured += l.nominal.0,
-                    _ => {}
-                }
-            } else {
-                measured_only_nominal += l.nominal.0;
-            }
-        }
-        let uncontrolled = match consumption {
-            Some(c) => (c - controlled_measured).max(0.0),
-            None => measured_only_nominal,
-        };
-        // Learn the day's shape from measurements only, never from the worst-case fallback.
         let dt = self
             .last_at
             .map_or(0.0, |l| (now - l).num_milliseconds() as f64 / 1000.0);
         self.last_at = Some(now);
-        if consumption.is_some() && dt > 0.0 && dt < 600.0 {
+        if readings.consumption.is_some() && dt > 0.0 && dt < 600.0 {
             self.profile
-                .record(self.model.local_minute(now), uncontrolled, dt);
+                .record(model.local_minute(now), uncontrolled, dt);
         }
-        // What the loads with a daily need got today, so the plan asks only for the rest.
         let day = self.local_day(now);
         if self.delivered.0 != day {
             self.delivered = (day, BTreeMap::new());
         }
         if dt > 0.0 && dt < 600.0 {
             for l in site.loads.iter().filter(|l| l.daily_need.is_some()) {
-                let input = image.loads.get(&l.id);
-                let watts = match input {
+                let watts = match image.loads.get(&l.id) {
                     Some(LoadInput { power: Some(p), .. }) if p.is_finite() => p.max(0.0),
                     Some(LoadInput { on: Some(true), .. }) => l.nominal.0,
                     _ => 0.0,
@@ -503,17 +608,25 @@ impl Core {
                 *self.delivered.1.entry(l.id.clone()).or_default() += watts * dt / 3600.0;
             }
         }
+    }
 
-        // The plan for now (none from half-known inputs: the first is made once they are in).
-        if !starting && self.plan_due(now) {
-            self.refresh_plan(now, soc, uncontrolled);
-        }
+    /// What the allocation decides from: the tiers with the plan's share for each flexible
+    /// load now, and the snapshot (sun, battery, the plan's charge within its limits, the
+    /// health reserve).
+    fn allocation_inputs(
+        &self,
+        now: DateTime<Utc>,
+        pv: Option<f64>,
+        soc: Option<f64>,
+        uncontrolled: f64,
+    ) -> (planner::Priorities, planner::Snapshot) {
+        let site = self.model.site();
         let reserve_wh = self.health_reserve_now_wh(now);
         let model_battery = self.model.battery(match soc {
             Some(s) => s,
             // Worst case: just the health reserve left.
-            None => self.model.site().battery.as_ref().map_or(0.0, |b| {
-                b.min_soc.0 / 100.0 + reserve_wh / b.capacity.0.max(1.0)
+            None => site.battery.as_ref().map_or(0.0, |b| {
+                b.min_soc.fraction() + reserve_wh / b.capacity.0.max(1.0)
             }),
         });
         let step = self.plan_step(now);
@@ -549,7 +662,6 @@ impl Core {
             }
             _ => planned_charge,
         };
-
         let mut priorities = self.model.priorities();
         if let (Some(plan), Some(s)) = (&self.plan, step) {
             for load in priorities.tiers.iter_mut().flat_map(|t| &mut t.loads) {
@@ -570,31 +682,27 @@ impl Core {
             health_reserve: planner::HealthReserve::EnergyWh(reserve_wh),
             now_secs: now.timestamp_millis() as f64 / 1000.0,
         };
-        // The first decision after a start: the loads found on are taken as the ones whose turn
-        // it is in their tier, so a restart carries on with them instead of cutting them for the
-        // first-listed ones (and giving them back a few cycles later).
-        if !starting && self.rotation.cycle == 0 {
-            for (id, input) in &image.loads {
-                if input.on == Some(false) {
-                    self.rotation.loads.entry(id.clone()).or_default().served = 1;
-                }
-            }
-        }
-        let allocation = planner::allocate(&priorities, &snapshot, &self.rotation);
-        if !starting {
-            self.rotation = allocation.rotation.clone();
-        }
-        // A flexible load that waits for the plan says when the plan runs it, or why not.
-        let outlooks = self.outlooks(&priorities, &allocation, now);
-        let mut banner = status::Facts {
-            available_watts: allocation.available_watts,
-            allocated_watts: allocation.allocated_watts,
-            battery_watts: battery.and_then(|b| b.power).map(|w| w.0),
-            starting,
-            ..status::Facts::default()
-        };
+        (priorities, snapshot)
+    }
 
-        // Commands and views.
+    /// Each load's decision as a person reads it, and the command that carries it out: the
+    /// allocation's, but a health load is kept on while the controller has just started or an
+    /// input is unknown, and nothing else is switched while it has just started. Fills the
+    /// banner's cut and waiting loads.
+    fn decide_loads(
+        &self,
+        image: &ProcessImage,
+        priorities: &planner::Priorities,
+        allocation: &planner::Allocation,
+        faults: &[String],
+        waiting_for: &[&str],
+        banner: &mut status::Facts,
+    ) -> (Vec<Command>, Vec<LoadView>) {
+        let site = self.model.site();
+        let starting = !waiting_for.is_empty();
+        let degraded = !faults.is_empty();
+        // A flexible load that waits for the plan says when the plan runs it, or why not.
+        let outlooks = self.outlooks(priorities, allocation, image.at);
         let mut commands = Vec::new();
         let mut loads = Vec::new();
         for a in &allocation.loads {
@@ -699,6 +807,22 @@ impl Core {
                 fault,
             });
         }
+        (commands, loads)
+    }
+
+    /// The state the API, the page and the records show for this cycle.
+    #[allow(clippy::too_many_arguments)]
+    fn state_view(
+        &self,
+        now: DateTime<Utc>,
+        readings: &Readings,
+        soc: Option<f64>,
+        allocation: &planner::Allocation,
+        priorities: &planner::Priorities,
+        loads: Vec<LoadView>,
+        banner: &status::Facts,
+    ) -> StateView {
+        let site = self.model.site();
         let tiers = priorities
             .tiers
             .iter()
@@ -713,9 +837,8 @@ impl Core {
                 }
             })
             .collect();
-        let battery_w = battery.and_then(|b| b.power).map(|w| w.0);
-        let (grid_state, status) = status::banner(&banner);
-        let state = StateView {
+        let (grid_state, status) = status::banner(banner);
+        StateView {
             time: rfc3339(now),
             site: SiteView {
                 id: site.id.clone(),
@@ -723,26 +846,19 @@ impl Core {
                 utc_offset_minutes: site.utc_offset_minutes,
             },
             available_watts: allocation.available_watts,
-            pv_watts: pv,
-            consumption_watts: consumption,
+            pv_watts: readings.pv,
+            consumption_watts: readings.consumption,
             battery: site.battery.as_ref().map(|_| BatteryView {
                 soc_percent: soc.map(|s| s * 100.0),
-                watts: battery_w,
+                watts: readings.battery.and_then(|b| b.power).map(|w| w.0),
             }),
             grid_state,
             status,
             dry_run: self.dry_run,
-            devices,
+            devices: readings.devices.clone(),
             tiers,
             loads,
             assembly_errors: self.assembly_errors.clone(),
-        };
-        Outcome {
-            state,
-            allocation,
-            commands,
-            faults,
-            starting,
         }
     }
 
@@ -968,7 +1084,7 @@ impl Core {
                 .site()
                 .battery
                 .as_ref()
-                .map_or(0.0, |b| b.min_soc.0 / 100.0)
+                .map_or(0.0, |b| b.min_soc.fraction())
         });
         let input = planner::HorizonInput {
             step_minutes: PLAN_STEP_MINUTES,
@@ -1255,7 +1371,7 @@ mod tests {
         // (The end of the step that holds the sunset.)
         let s = usize::try_from((sunset - at).num_minutes() / 15).unwrap() + 1;
         let b = m.site().battery.clone().unwrap();
-        let held = (plan.soc[s] - b.min_soc.0 / 100.0) * b.capacity.0 * b.discharge_efficiency;
+        let held = (plan.soc[s] - b.min_soc.fraction()) * b.capacity.0 * b.discharge_efficiency;
         assert!(
             held >= 0.99 * m.health_reserve_wh(sunset),
             "the plan holds {held} Wh at sunset for a night of {} Wh",
@@ -1353,7 +1469,7 @@ mod tests {
             20.4,
         );
         let b = m.site().battery.clone().unwrap();
-        let usable = (0.204 - b.min_soc.0 / 100.0) * b.capacity.0;
+        let usable = (0.204 - b.min_soc.fraction()) * b.capacity.0;
         let now = local("08:36");
         assert!(usable < core.health_reserve_now_wh(now) / b.discharge_efficiency);
         assert!(is_on(&out, "clinic_fridge") && is_on(&out, "clinic_lights"));
@@ -1435,7 +1551,7 @@ mod tests {
                 .collect();
             let needs = m.sun_first_watts() + m.unswitchable_watts();
             let b = m.site().battery.clone().unwrap();
-            let held = (0.15 - b.min_soc.0 / 100.0) * b.capacity.0 * b.discharge_efficiency;
+            let held = (0.15 - b.min_soc.fraction()) * b.capacity.0 * b.discharge_efficiency;
             if pv >= needs && held >= core.reserve_before_floor_now_wh(at) {
                 covered += 1;
                 for id in [

@@ -118,8 +118,8 @@ impl SiteModel {
         self.config.site.battery.as_ref().map(|b| planner::Battery {
             capacity_wh: b.capacity.0,
             soc: soc.clamp(0.0, 1.0),
-            soc_min: b.min_soc.0 / 100.0,
-            soc_max: b.max_soc.0 / 100.0,
+            soc_min: b.min_soc.fraction(),
+            soc_max: b.max_soc.fraction(),
             max_charge_watts: b.max_charge.0,
             max_discharge_watts: b.max_discharge.0,
             charge_efficiency: b.charge_efficiency,
@@ -161,7 +161,7 @@ impl SiteModel {
         let r = &self.config.assembly.health_reserve;
         let watts = self.health_watts() + self.unswitchable_watts();
         let hours = self.hours_without_sun(now, watts);
-        let need = watts * hours * (1.0 + r.margin.0 / 100.0);
+        let need = watts * hours * (1.0 + r.margin.fraction());
         need.max(r.min.0)
     }
 
@@ -203,7 +203,13 @@ impl SiteModel {
 
     /// The assembly's `forecast_share_percent` as a fraction, 0..=1.
     pub fn forecast_share(&self) -> f64 {
-        (self.config.assembly.health_reserve.forecast_share.0 / 100.0).clamp(0.0, 1.0)
+        (self
+            .config
+            .assembly
+            .health_reserve
+            .forecast_share
+            .fraction())
+        .clamp(0.0, 1.0)
     }
 
     /// Power the sun serves before the battery's planned charge may take any, while the
@@ -504,7 +510,7 @@ mod tests {
             hours > dark + 0.3 && hours < dark + 2.5,
             "{hours} h without sun, {dark} h of darkness"
         );
-        let expected = watts * hours * (1.0 + m.assembly().health_reserve.margin.0 / 100.0);
+        let expected = watts * hours * (1.0 + m.assembly().health_reserve.margin.fraction());
         let got = m.health_reserve_wh(night);
         assert!((got - expected.max(m.assembly().health_reserve.min.0)).abs() < 1e-6);
         // At noon the coming night is counted: close to twelve hours of darkness at the
