@@ -37,7 +37,7 @@ pub struct Args {
     mqtt_port: Option<u16>,
 }
 
-const EXTRA_PLUGS: usize = 45;
+const EXTRA_PLUGS: usize = 42;
 
 /// The village example grown to 5 Modbus devices and 60 plugs.
 pub fn bench_config(ports: &Ports) -> anyhow::Result<communalia_config::Config> {
@@ -75,15 +75,26 @@ measures = "pv"
         ));
         ids.push(format!("\"{id}\""));
     }
-    let assembly = demo::ASSEMBLY_TOML.replace(
-        "\"home_faraji\"]",
-        &format!("\"home_faraji\", {}]", ids.join(", ")),
-    );
-    anyhow::ensure!(
-        assembly != demo::ASSEMBLY_TOML,
-        "the homes tier was not found"
-    );
+    let assembly = with_homes(demo::ASSEMBLY_TOML, &ids)
+        .context("the village assembly file has no homes_and_school tier with a one-line list")?;
     demo::config_from(&site, &assembly, ports, 1.0)
+}
+
+/// The assembly file with `ids` appended to the `homes_and_school` tier's `loads = [...]`
+/// line. (Matching the tier's last load by name broke when the village's list grew.)
+fn with_homes(assembly: &str, ids: &[String]) -> Option<String> {
+    let tier = assembly.find("name = \"homes_and_school\"")?;
+    let list = tier + assembly[tier..].find("loads = [")?;
+    let close = list + assembly[list..].find(']')?;
+    if assembly[list..close].contains('\n') {
+        return None;
+    }
+    Some(format!(
+        "{}, {}{}",
+        &assembly[..close],
+        ids.join(", "),
+        &assembly[close..]
+    ))
 }
 
 /// Five consecutive free ports.
@@ -278,4 +289,42 @@ fn measure(args: &Args, ports: &Ports) -> anyhow::Result<serde_json::Value> {
             "rss_peak_mb": vm_mb("VmHWM:"),
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_village_has_five_modbus_devices_and_sixty_plugs_the_homes_tier_shares() {
+        let ports = Ports {
+            modbus_base: 15020,
+            mqtt: 11883,
+        };
+        let config = bench_config(&ports).unwrap();
+        assert_eq!(config.site.devices.len(), 5);
+        let plugs = config
+            .site
+            .loads
+            .iter()
+            .filter(|l| l.control.is_controlled())
+            .count();
+        assert_eq!(plugs, 60);
+        let homes = config
+            .assembly
+            .tiers
+            .iter()
+            .find(|t| t.name == "homes_and_school")
+            .unwrap();
+        assert!(
+            homes.loads.iter().any(|id| id == "home_x41"),
+            "{:?}",
+            homes.loads
+        );
+        assert!(
+            homes.loads.iter().any(|id| id == "grain_mill"),
+            "{:?}",
+            homes.loads
+        );
+    }
 }
